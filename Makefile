@@ -1,0 +1,50 @@
+# promptrec — run `make` (or `make help`) to list the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+# A CPU build of torch is installed first so that pip never pulls a multi-GB CUDA build.
+# On a CUDA machine: make install TORCH_SPEC='torch --index-url <your CUDA wheel index>'
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.promptrec-installed
+
+.PHONY: help install run test test-fast lint format clean
+
+help: ## Show this help
+	@echo "promptrec — streaming recommender on Kafka"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) TORCH_SPEC=$(TORCH_SPEC)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH_SPEC)
+	$(BIN)/pip install -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create the virtualenv (if missing) and install the project
+
+run: $(STAMP) ## Run the demo: embedded broker + worker + sample stream, live recommendations
+	$(BIN)/promptrec demo
+
+test: $(STAMP) ## Run the whole test suite (unit + integration on the embedded broker)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the tests that need no broker and no real model
+	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff + mypy
+	$(BIN)/ruff check promptrec tests bench
+	$(BIN)/ruff format --check promptrec tests bench
+	$(BIN)/mypy promptrec
+
+format: $(STAMP) ## Format the code with ruff
+	$(BIN)/ruff format promptrec tests bench
+	$(BIN)/ruff check --fix promptrec tests bench
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache state

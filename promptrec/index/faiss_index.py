@@ -1,0 +1,104 @@
+"""FAISS adapters: exact inner product (CPU or GPU) and HNSW (CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from promptrec.index.base import CandidateIndex, read_snapshot
+from promptrec.index.exceptions import SnapshotError
+from promptrec.index.settings import IndexSettings
+
+__all__ = ["FlatIndex", "HNSWIndex", "create_index", "faiss_gpu_count", "restore_index"]
+
+
+def faiss_gpu_count() -> int:
+    """GPUs FAISS can use (0 for a CPU-only build)."""
+    get = getattr(faiss, "get_num_gpus", None)
+    try:
+        return int(get()) if get is not None else 0
+    except RuntimeError:
+        return 0
+
+
+class FlatIndex(CandidateIndex):
+    """Exact inner-product search; moved to the GPU when FAISS has one (``use_gpu=auto``)."""
+
+    kind = "flat"
+
+    def __init__(self, dim: int, settings: IndexSettings | None = None) -> None:
+        super().__init__(dim, settings)
+        self._gpu = self.settings.use_gpu == "auto" and faiss_gpu_count() > 0
+        self._index = self._new()
+
+    def _new(self) -> faiss.Index:
+        index = faiss.IndexFlatIP(self.dim)
+        if self._gpu:
+            # Same flat index, same code path: only where it lives changes.
+            index = faiss.index_cpu_to_all_gpus(index)
+        return index
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self._gpu else "cpu"
+
+    def _reset_backend(self) -> None:
+        self._index.reset()
+
+    def _add_backend(self, vectors: np.ndarray) -> None:
+        self._index.add(np.ascontiguousarray(vectors))
+
+    def _search_backend(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, rows = self._index.search(queries, k)
+        return scores, rows
+
+
+class HNSWIndex(CandidateIndex):
+    """Approximate graph search (``IndexHNSWFlat``, inner product) on the CPU.
+
+    HNSW cannot delete, so a replaced or removed item triggers a rebuild on the next search;
+    appends are incremental.
+    """
+
+    kind = "hnsw"
+
+    def __init__(self, dim: int, settings: IndexSettings | None = None) -> None:
+        super().__init__(dim, settings)
+        self._index = self._new()
+
+    def _new(self) -> faiss.Index:
+        index = faiss.IndexHNSWFlat(self.dim, self.settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = self.settings.hnsw_ef_search
+        index.hnsw.efConstruction = max(40, self.settings.hnsw_ef_search)
+        return index
+
+    def _reset_backend(self) -> None:
+        self._index = self._new()
+
+    def _add_backend(self, vectors: np.ndarray) -> None:
+        self._index.add(np.ascontiguousarray(vectors))
+
+    def _search_backend(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self._index.hnsw.efSearch = max(self.settings.hnsw_ef_search, k)
+        scores, rows = self._index.search(queries, k)
+        return scores, rows
+
+
+_KINDS: dict[str, type[CandidateIndex]] = {"flat": FlatIndex, "hnsw": HNSWIndex}
+
+
+def create_index(dim: int, settings: IndexSettings | None = None) -> CandidateIndex:
+    """A new empty index of the kind the settings name."""
+    settings = settings or IndexSettings()
+    return _KINDS[settings.kind](dim, settings)
+
+
+def restore_index(path: Path, settings: IndexSettings | None = None) -> CandidateIndex:
+    """Restore a snapshot with the adapter it was written by (``meta.json`` names it)."""
+    meta, _ = read_snapshot(Path(path))
+    cls = _KINDS.get(str(meta.get("kind")))
+    if cls is None:
+        raise SnapshotError(f"{path}: unknown index kind {meta.get('kind')!r}")
+    return cls.restore(path, settings)

@@ -1,0 +1,363 @@
+"""Faust agents: catalog, recommendation (interactions + requests), feedback; plus timers.
+
+The agents are thin: they decode records, keep the changelogged history table, hand whole
+micro-batches to the domain classes on the engine thread, publish results and dead-letter
+whatever cannot be processed, with the original bytes and a reason. Nothing is dropped silently
+and no record stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+import weakref
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import faust
+from faust.streams import _current_event
+
+from promptrec.streams.catalog import CatalogRecord, CatalogUpdater
+from promptrec.streams.catalog_reader import CatalogReader
+from promptrec.streams.engine import Engine
+from promptrec.streams.exceptions import InvalidEvent, ReasonCode
+from promptrec.streams.history import UserHistory
+from promptrec.streams.learner import OnlineLearner
+from promptrec.streams.metrics import Metrics
+from promptrec.streams.recommend import Query, Recommender
+from promptrec.streams.schemas import (
+    DeadLetter,
+    Limits,
+    Recommendation,
+    ScoredItem,
+    decode_feedback,
+    decode_interaction,
+    decode_request,
+    to_json_bytes,
+)
+from promptrec.streams.settings import StreamSettings
+from promptrec.streams.topics import TopicNames
+
+__all__ = ["Pipeline", "StageFailed"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StageFailed(Exception):
+    """A batch stage kept failing after its retries."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"{stage} failed: {type(cause).__name__}: {cause}")
+        self.stage = stage
+
+
+class Pipeline:
+    """Registers topics, the history table, agents and timers on a Faust app."""
+
+    retries = 3
+
+    def __init__(
+        self, app: faust.App, settings: StreamSettings, engine: Engine, metrics: Metrics
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.engine = engine
+        self.metrics = metrics
+        self.names = TopicNames.from_settings(settings)
+        self.limits = Limits.from_settings(settings)
+        self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.recommender = Recommender(engine)
+        self.learner = OnlineLearner(engine, self.recommender)
+        self.updater = CatalogUpdater(engine, self.limits)
+        self.ready = asyncio.Event()
+        n = self.names
+        self._logical = {
+            n.interactions: "interactions",
+            n.requests: "recommendation-requests",
+            n.feedback: "feedback",
+            n.items: "items",
+            n.users: "users",
+        }
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.input_topic = app.topic(n.interactions, n.requests, **raw)
+        self.feedback_topic = app.topic(n.feedback, **raw)
+        self.recs_topic = app.topic(n.recommendations, **raw)
+        self.dead_topic = app.topic(n.dead_letter, **raw)
+        self.history = app.Table(
+            "history",
+            default=None,
+            partitions=settings.partitions,
+            key_type=str,
+        )
+        self.catalog_channel = app.channel(maxsize=10_000)
+        self.reader = CatalogReader(settings, self.catalog_channel)
+        within = settings.batch_within_ms / 1000.0
+        self._within = within
+        app.agent(self.catalog_channel, name=f"{app.conf.id}.catalog")(self.catalog_agent)
+        app.agent(self.input_topic, name=f"{app.conf.id}.recommend")(self.recommend_agent)
+        app.agent(self.feedback_topic, name=f"{app.conf.id}.feedback")(self.feedback_agent)
+        app.task(self.catalog_reader_task)
+        app.timer(settings.checkpoint_interval_s)(self.checkpoint_timer)
+        app.timer(5.0)(self.gauges_timer)
+
+    # -- agents -------------------------------------------------------------------------------
+
+    async def catalog_agent(self, stream: faust.StreamT) -> None:
+        """Items and user profiles -> prompts -> encoder (one call per batch) -> index."""
+        async for records in stream.take(self.settings.batch_size * 4, within=self._within):
+            real = [r for r in records if not r.marker]
+            self.metrics.batch_size.labels("catalog").observe(len(real))
+            t0 = time.perf_counter()
+            try:
+                outcome = await self._run("encode", self.updater.apply_many, real)
+            except StageFailed as exc:
+                for rec in real:
+                    await self._dead(rec.topic, rec, ReasonCode.processing_error, str(exc))
+            else:
+                self.metrics.stage_latency.labels("catalog").observe(time.perf_counter() - t0)
+                for rec, err in outcome.dead:
+                    await self._dead(rec.topic, rec, err.reason, err.detail)
+                ok = Counter(r.topic for r in real)
+                ok.subtract(r.topic for r, _ in outcome.dead)
+                for topic, count in ok.items():
+                    if count:
+                        self.metrics.events.labels(topic, "ok").inc(count)
+            if any(r.marker for r in records):
+                removed = await self._run("encode", self.updater.finish_replay)
+                log.info(
+                    "catalog ready: %d items (%d stale removed)", len(self.engine.index), removed
+                )
+                self.metrics.catalog_ready.set(1)
+                self.ready.set()
+            self.metrics.index_items.set(len(self.engine.index))
+
+    async def recommend_agent(self, stream: faust.StreamT) -> None:
+        """Interactions and requests -> history -> candidates -> head -> top-K published."""
+        await self._wait_ready()
+        async for events in stream.take_events(self.settings.batch_size, within=self._within):
+            await self._recommend_batch(events)
+
+    async def feedback_agent(self, stream: faust.StreamT) -> None:
+        """Feedback -> mini-batch online learning of the head."""
+        await self._wait_ready()
+        async for events in stream.take_events(
+            self.settings.feedback_batch_size, within=self._within
+        ):
+            await self._feedback_batch(events)
+
+    # -- batch bodies -------------------------------------------------------------------------
+
+    async def _recommend_batch(self, events: Sequence[faust.EventT]) -> None:
+        m = self.metrics
+        m.batch_size.labels("recommend").observe(len(events))
+        t0 = time.perf_counter()
+        now_ms = int(time.time() * 1000)
+        max_ts = self.limits.max_ts(now_ms)
+        queries: list[Query] = []
+        sources: list[tuple[faust.EventT, str, str, int]] = []
+        clicked: list[str] = []
+        for event in events:
+            msg = event.message
+            topic = self._logical[msg.topic]
+            try:
+                if topic == "interactions":
+                    e = decode_interaction(msg.value, self.limits, max_ts=max_ts)
+                    # Table writes go to the changelog partition of the *current* event; in a
+                    # batch that must be this event, not the batch's last one.
+                    _current_event.set(weakref.ref(event))
+                    hist = UserHistory.from_value(self.history.get(e.user_id))
+                    if not hist.append(e.event_id, e.item_id, e.ts, self.settings.history_len):
+                        raise InvalidEvent(
+                            ReasonCode.duplicate_event, f"event_id {e.event_id!r} already applied"
+                        )
+                    self.history[e.user_id] = hist.to_value()
+                    clicked.append(e.item_id)
+                    user_id, k, source, source_id, ts = (
+                        e.user_id,
+                        self.settings.top_k,
+                        "interaction",
+                        e.event_id,
+                        e.ts,
+                    )
+                else:
+                    r = decode_request(msg.value, self.limits, max_ts=max_ts)
+                    hist = UserHistory.from_value(self.history.get(r.user_id))
+                    user_id, k, source, source_id, ts = (
+                        r.user_id,
+                        r.k or self.settings.top_k,
+                        "request",
+                        r.request_id,
+                        r.ts,
+                    )
+            except InvalidEvent as exc:
+                await self._dead(topic, msg, exc.reason, exc.detail)
+                continue
+            m.events.labels(topic, "ok").inc()
+            recent = hist.recent(self.settings.recent_items)
+            queries.append(Query(user_id, recent, hist.item_set(), k))
+            sources.append((event, source, source_id, ts))
+        m.stage_latency.labels("decode").observe(time.perf_counter() - t0)
+        if not queries:
+            return
+
+        def work() -> Any:
+            self.engine.popularity.add_many(clicked)
+            return self.recommender.recommend_many(queries)
+
+        try:
+            batch = await self._run("recommend", work)
+        except StageFailed as exc:
+            for event, *_ in sources:
+                msg = event.message
+                await self._dead(
+                    self._logical[msg.topic], msg, ReasonCode.processing_error, str(exc)
+                )
+            return
+        for stage, seconds in batch.timings.items():
+            m.stage_latency.labels(stage).observe(seconds)
+        t1 = time.perf_counter()
+        version = self.engine.head.version
+        generated = int(time.time() * 1000)
+        for i, (query, (_event, source, source_id, ts)) in enumerate(
+            zip(queries, sources, strict=True)
+        ):
+            rec = Recommendation(
+                recommendation_id=uuid.uuid4().hex,
+                user_id=query.user_id,
+                items=[ScoredItem(item_id=item, score=score) for item, score in batch.items[i]],
+                model_version=version,
+                source=source,
+                source_event_id=source_id,
+                source_ts=ts,
+                generated_at=generated,
+                worker=self.worker_name,
+            )
+            await self.recs_topic.send(key=query.user_id.encode(), value=to_json_bytes(rec))
+            if batch.strategies[i] == "model":
+                self.learner.remember(rec.recommendation_id, batch.users[i])
+            m.recommendations.labels(source, batch.strategies[i]).inc()
+            m.e2e_latency.observe(max(0.0, time.time() - ts / 1000.0))
+        m.stage_latency.labels("publish").observe(time.perf_counter() - t1)
+
+    async def _feedback_batch(self, events: Sequence[faust.EventT]) -> None:
+        m = self.metrics
+        m.batch_size.labels("feedback").observe(len(events))
+        max_ts = self.limits.max_ts(int(time.time() * 1000))
+        decoded, recents, kept = [], [], []
+        for event in events:
+            msg = event.message
+            try:
+                f = decode_feedback(msg.value, self.limits, max_ts=max_ts)
+            except InvalidEvent as exc:
+                await self._dead("feedback", msg, exc.reason, exc.detail)
+                continue
+            hist = UserHistory.from_value(self.history.get(f.user_id))
+            decoded.append(f)
+            recents.append(hist.recent(self.settings.recent_items))
+            kept.append(event)
+        if not decoded:
+            return
+        t0 = time.perf_counter()
+        try:
+            outcome = await self._run("learn", self.learner.learn_many, decoded, recents)
+        except StageFailed as exc:
+            for event in kept:
+                await self._dead("feedback", event.message, ReasonCode.processing_error, str(exc))
+            return
+        m.stage_latency.labels("learn").observe(time.perf_counter() - t0)
+        for pos, err in outcome.rejected:
+            await self._dead("feedback", kept[pos].message, err.reason, err.detail)
+        if outcome.learned:
+            m.events.labels("feedback", "ok").inc(outcome.learned)
+            m.feedback_learned.inc(outcome.learned)
+            if outcome.loss is not None:
+                m.train_loss.set(outcome.loss)
+            if outcome.scores is not None and outcome.labels is not None:
+                m.observe_auc(outcome.scores, outcome.labels)
+            m.model_version.set(self.engine.head.version)
+
+    # -- tasks and timers ---------------------------------------------------------------------
+
+    async def catalog_reader_task(self) -> None:
+        """Run the per-worker catalog consumer for the life of the worker."""
+        try:
+            await self.reader.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("catalog reader failed; the worker stops so it can be restarted")
+            await self.app.crash(RuntimeError("catalog reader failed"))  # type: ignore[attr-defined]
+
+    async def checkpoint_timer(self) -> None:
+        """Snapshot the index and checkpoint the head; a failure is logged and retried later."""
+        if not self.ready.is_set():
+            return
+        try:
+            await self._run("checkpoint", self.engine.checkpoint)
+        except StageFailed:
+            log.exception("checkpoint failed")
+        else:
+            self.metrics.last_checkpoint.set(time.time())
+
+    async def gauges_timer(self) -> None:
+        """Refresh state gauges that are not updated per batch."""
+        self.metrics.users_with_history.set(len(self.history))
+        self.metrics.index_items.set(len(self.engine.index))
+        self.metrics.model_version.set(self.engine.head.version)
+        self.metrics.refresh_process()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _wait_ready(self) -> None:
+        timeout = self.settings.catalog_ready_timeout_s
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout=timeout)
+        except TimeoutError:
+            log.warning("catalog replay not finished after %.0f s; serving anyway", timeout)
+
+    async def _run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the engine thread; retry with exponential backoff, then give up."""
+        loop = asyncio.get_running_loop()
+        delay = 0.1
+        for attempt in range(self.retries + 1):
+            try:
+                return await loop.run_in_executor(self.engine.executor, fn, *args)
+            except Exception as exc:
+                if attempt == self.retries:
+                    log.exception(
+                        "%s failed %d times; dead-lettering the batch", stage, attempt + 1
+                    )
+                    raise StageFailed(stage, exc) from exc
+                self.metrics.retries.labels(stage).inc()
+                log.warning("%s failed (%r); retry %d in %.1f s", stage, exc, attempt + 1, delay)
+                await asyncio.sleep(delay)
+                delay *= 4
+        raise AssertionError("unreachable")
+
+    async def _dead(self, topic: str, msg: Any, reason: ReasonCode, detail: str) -> None:
+        """Publish a dead-letter record with the original bytes and the reason."""
+        if isinstance(msg, CatalogRecord):
+            names = {"items": self.names.items, "users": self.names.users}
+            original = names[msg.topic]
+        else:
+            original = msg.topic
+        record = DeadLetter.build(
+            topic=original,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            value=msg.value,
+            reason=reason,
+            detail=detail,
+            worker=self.worker_name,
+            max_bytes=self.settings.dead_letter_max_bytes,
+        )
+        await self.dead_topic.send(key=msg.key, value=to_json_bytes(record))
+        self.metrics.dead_letters.labels(topic, str(reason)).inc()
+        self.metrics.events.labels(topic, "dead_letter").inc()

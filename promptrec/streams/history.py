@@ -1,0 +1,81 @@
+"""Bounded per-user interaction history, stored as JSON in a changelogged Faust table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["UserHistory"]
+
+
+@dataclass
+class UserHistory:
+    """A user's most recent interactions, oldest first.
+
+    ``items`` holds the last ``max_len`` item ids (with repeats, in event order) and ``event_ids``
+    the ids of the last ``2 * max_len`` accepted events, so that a redelivered event (at-least-once
+    delivery after a crash or rebalance) is recognised and not appended twice.
+    """
+
+    items: list[str] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    count: int = 0
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, Any] | None) -> UserHistory:
+        """Rebuild from the table value (None for an unknown user)."""
+        if not value:
+            return cls()
+        return cls(
+            items=[str(i) for i in value.get("items", [])],
+            ts=[int(t) for t in value.get("ts", [])],
+            event_ids=[str(e) for e in value.get("event_ids", [])],
+            count=int(value.get("count", 0)),
+        )
+
+    def to_value(self) -> dict[str, Any]:
+        """The JSON-serialisable table value."""
+        return {
+            "items": self.items,
+            "ts": self.ts,
+            "event_ids": self.event_ids,
+            "count": self.count,
+        }
+
+    def seen(self, event_id: str) -> bool:
+        """Whether this event was already applied."""
+        return event_id in self.event_ids
+
+    def append(self, event_id: str, item_id: str, ts: int, max_len: int) -> bool:
+        """Apply one interaction; False (and no change) when ``event_id`` was already applied."""
+        if self.seen(event_id):
+            return False
+        self.items.append(item_id)
+        self.ts.append(ts)
+        self.event_ids.append(event_id)
+        self.count += 1
+        if len(self.items) > max_len:
+            del self.items[:-max_len]
+            del self.ts[:-max_len]
+        if len(self.event_ids) > 2 * max_len:
+            del self.event_ids[: -2 * max_len]
+        return True
+
+    def recent(self, n: int) -> list[str]:
+        """The last ``n`` distinct item ids, oldest first."""
+        out: list[str] = []
+        seen: set[str] = set()
+        for item in reversed(self.items):
+            if item not in seen:
+                seen.add(item)
+                out.append(item)
+                if len(out) == n:
+                    break
+        out.reverse()
+        return out
+
+    def item_set(self) -> frozenset[str]:
+        """Every item in the (bounded) history: excluded from recommendations."""
+        return frozenset(self.items)

@@ -1,0 +1,197 @@
+"""Prometheus metrics of one worker.
+
+Every metric lives in a per-worker :class:`~prometheus_client.CollectorRegistry` so that tests can
+build several workers' metrics in one process. Label values are bounded sets (logical topic names,
+reason codes, stage names): never user or item ids.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import numpy as np
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+__all__ = ["LATENCY_BUCKETS", "Metrics", "RunningAUC"]
+
+# Seconds; fine-grained below 100 ms because that is where a real-time recommender lives.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class RunningAUC:
+    """ROC AUC over the most recent ``window`` (score, label) pairs (test-then-learn)."""
+
+    def __init__(self, window: int = 2000) -> None:
+        self._scores: deque[float] = deque(maxlen=window)
+        self._labels: deque[float] = deque(maxlen=window)
+
+    def update_many(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        """Add predictions made *before* the model learned from these labels."""
+        self._scores.extend(float(s) for s in scores)
+        self._labels.extend(float(y) for y in labels)
+
+    def value(self) -> float | None:
+        """The AUC, or None while the window lacks positives or negatives."""
+        labels = np.asarray(self._labels) > 0.5
+        n_pos = int(labels.sum())
+        n_neg = labels.size - n_pos
+        if n_pos == 0 or n_neg == 0:
+            return None
+        scores = np.asarray(self._scores)
+        order = scores.argsort(kind="mergesort")
+        ranks = np.empty(scores.size, dtype=np.float64)
+        ranks[order] = np.arange(1, scores.size + 1)
+        # Average ranks over ties so equal scores count one half.
+        _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+        sums = np.zeros(counts.size)
+        np.add.at(sums, inverse, ranks)
+        ranks = (sums / counts)[inverse]
+        return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+class Metrics:
+    """The worker's metrics; one instance per worker process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "promptrec_events",
+            "Input records consumed, by logical topic and outcome.",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "promptrec_dead_letters",
+            "Records sent to the dead-letter topic, by source topic and reason.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.recommendations = Counter(
+            "promptrec_recommendations",
+            "Recommendations published, by trigger (interaction/request) and strategy.",
+            ["source", "strategy"],
+            registry=r,
+        )
+        self.feedback_learned = Counter(
+            "promptrec_feedback_learned", "Feedback events the head learned from.", registry=r
+        )
+        self.e2e_latency = Histogram(
+            "promptrec_event_to_recommendation_seconds",
+            "Source event timestamp to recommendation published.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_latency = Histogram(
+            "promptrec_stage_seconds",
+            "Time per micro-batch in each pipeline stage.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "promptrec_batch_size",
+            "Records per micro-batch, by agent.",
+            ["agent"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.index_items = Gauge(
+            "promptrec_index_items", "Items in the candidate index.", registry=r
+        )
+        self.users_with_history = Gauge(
+            "promptrec_users_with_history",
+            "Users with a history in this worker's partitions.",
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "promptrec_model_version", "Version of the scoring head.", registry=r
+        )
+        self.last_checkpoint = Gauge(
+            "promptrec_last_checkpoint_timestamp_seconds",
+            "Unix time of the last successful checkpoint.",
+            registry=r,
+        )
+        self.train_loss = Gauge(
+            "promptrec_online_loss", "Loss of the last online-learning step.", registry=r
+        )
+        self.online_auc = Gauge(
+            "promptrec_online_auc",
+            "AUC of the head on incoming feedback, scored before learning from it.",
+            registry=r,
+        )
+        self.catalog_ready = Gauge(
+            "promptrec_catalog_ready", "1 once the catalog replay has caught up.", registry=r
+        )
+        self.retries = Counter(
+            "promptrec_stage_retries", "Retried batch failures, by stage.", ["stage"], registry=r
+        )
+        self.rss = Gauge(
+            "promptrec_process_max_rss_bytes", "Peak resident set size of the worker.", registry=r
+        )
+        self.info = Info("promptrec_worker", "Static facts about the worker.", registry=r)
+        self.auc = RunningAUC()
+        self._server: WSGIServer | None = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP endpoint (``/metrics``); returns the bound port (0 = disabled)."""
+        if port == 0:
+            return 0
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        """Stop the HTTP endpoint."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def observe_auc(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        """Record pre-update predictions and refresh the online AUC gauge."""
+        self.auc.update_many(scores, labels)
+        value = self.auc.value()
+        if value is not None:
+            self.online_auc.set(value)
+
+    def refresh_process(self) -> None:
+        """Update process-level gauges (called from a timer, not per event)."""
+        # ru_maxrss is in KiB on Linux.
+        self.rss.set(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+    @staticmethod
+    def now() -> float:
+        """Monotonic clock for stage timings."""
+        return time.perf_counter()

@@ -1,0 +1,124 @@
+"""Recommendation for a micro-batch: user vectors -> one FAISS search -> one head forward -> top-K.
+
+Plain synchronous code, called on the engine thread; the Faust agent only decodes, keeps the
+history table and publishes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from promptrec.streams.engine import Engine
+
+__all__ = ["Query", "RecommendBatch", "Recommender"]
+
+
+@dataclass(frozen=True)
+class Query:
+    """One user to recommend for."""
+
+    user_id: str
+    recent: Sequence[str]  # item ids, oldest first
+    exclude: frozenset[str]  # items the user already interacted with
+    k: int
+
+
+@dataclass
+class RecommendBatch:
+    """Results of :meth:`Recommender.recommend_many`, aligned with the queries."""
+
+    items: list[list[tuple[str, float]]]
+    strategies: list[str]  # "model" or "popular" (no user signal yet)
+    users: np.ndarray  # (batch, dim) float32 user vectors; zero rows for no signal
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Recommender:
+    """Retrieval and ranking over the engine's index and head."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def user_vectors(
+        self, user_ids: Sequence[str], recents: Sequence[Sequence[str]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """User vectors from recent item vectors and encoded profiles.
+
+        Returns ``(users, has_signal)``: (batch, dim) float32 L2-normalised, (batch,) bool.
+        """
+        engine = self.engine
+        unique = sorted({item for recent in recents for item in recent})
+        # One lookup for the whole batch: (n_unique, dim) float32 + found mask.
+        vectors, found = engine.index.get_many(unique)
+        row = {item: i for i, item in enumerate(unique) if found[i]}
+        histories = []
+        for recent in recents:
+            rows = [row[item] for item in recent if item in row]
+            histories.append(vectors[rows] if rows else vectors[:0])
+        profile_vecs, has_profile = engine.profiles.get_many(list(user_ids))
+        profiles = [profile_vecs[i] if has_profile[i] else None for i in range(len(user_ids))]
+        return engine.tower.build_many(histories, profiles)
+
+    def recommend_many(self, queries: Sequence[Query]) -> RecommendBatch:
+        """Top-k items per query, seen items excluded."""
+        engine = self.engine
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        users, has_signal = self.user_vectors(
+            [q.user_id for q in queries], [q.recent for q in queries]
+        )
+        results: list[list[tuple[str, float]]] = [[] for _ in queries]
+        strategies = ["model" if s else "popular" for s in has_signal]
+        t1 = time.perf_counter()
+        timings["user"] = t1 - t0
+
+        model_rows = np.flatnonzero(has_signal)
+        if model_rows.size and len(engine.index):
+            n_cand = engine.stream.candidates
+            candidates = engine.index.search_many(
+                users[model_rows], n_cand, exclude=[queries[i].exclude for i in model_rows]
+            )
+            t2 = time.perf_counter()
+            timings["search"] = t2 - t1
+            self._rank(queries, model_rows, users, candidates, results)
+            timings["score"] = time.perf_counter() - t2
+        known = engine.index.__contains__
+        for i in np.flatnonzero(~has_signal):
+            results[i] = engine.popularity.top(queries[i].k, queries[i].exclude, known)
+        return RecommendBatch(results, strategies, users, timings)
+
+    def _rank(
+        self,
+        queries: Sequence[Query],
+        rows: np.ndarray,
+        users: np.ndarray,
+        candidates: list[list[tuple[str, float]]],
+        results: list[list[tuple[str, float]]],
+    ) -> None:
+        """Score every query's candidates with one head forward and keep the top k."""
+        width = max((len(c) for c in candidates), default=0)
+        if width == 0:
+            return
+        flat = [item for cands in candidates for item, _ in cands]
+        flat_vecs, _ = self.engine.index.get_many(flat)  # (total, dim)
+        dim = users.shape[1]
+        # (b, width, dim) padded with zeros; padded slots are masked to -inf after scoring.
+        batch = np.zeros((len(rows), width, dim), dtype=np.float32)
+        mask = np.zeros((len(rows), width), dtype=bool)
+        start = 0
+        for j, cands in enumerate(candidates):
+            n = len(cands)
+            batch[j, :n] = flat_vecs[start : start + n]
+            mask[j, :n] = True
+            start += n
+        scores = self.engine.head.score_many(users[rows], batch)  # (b, width) logits
+        scores = np.where(mask, scores, -np.inf)
+        for j, i in enumerate(rows):
+            k = min(queries[i].k, int(mask[j].sum()))
+            top = np.argpartition(-scores[j], k - 1)[:k] if k < width else np.arange(width)
+            top = top[np.argsort(-scores[j, top], kind="stable")]
+            results[i] = [(candidates[j][t][0], float(scores[j, t])) for t in top if mask[j, t]][:k]

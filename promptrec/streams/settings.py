@@ -1,0 +1,141 @@
+"""Worker settings: broker, topics, batching, state, limits, metrics, Kafka security."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["StreamSettings"]
+
+
+class StreamSettings(BaseSettings):
+    """Settings of the ``promptrec.streams`` package (env prefix ``PROMPTREC_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PROMPTREC_", extra="ignore")
+
+    broker: str = Field(
+        default="kafka://127.0.0.1:9092",
+        description="Kafka bootstrap servers, `kafka://host:port[;host:port]` or `host:port,...`.",
+    )
+    app_id: str | None = Field(
+        default=None,
+        description="Faust app id (consumer group, changelog topics); default: the topic prefix.",
+    )
+    topic_prefix: str = Field(default="promptrec.", description="Prefix of every topic name.")
+    partitions: int = Field(
+        default=4, ge=1, le=1024, description="Partitions of keyed topics (>= number of workers)."
+    )
+    replication_factor: int = Field(default=1, ge=1, description="Replication of created topics.")
+    batch_size: int = Field(default=64, ge=1, le=10000, description="Micro-batch size of agents.")
+    batch_within_ms: int = Field(
+        default=20, ge=1, le=60000, description="Micro-batch time limit in milliseconds."
+    )
+    history_len: int = Field(
+        default=50, ge=1, le=10000, description="Interactions kept per user (bounded history)."
+    )
+    recent_items: int = Field(
+        default=20, ge=1, le=1000, description="Recent history items that form the user vector."
+    )
+    top_k: int = Field(default=10, ge=1, le=1000, description="Items per recommendation.")
+    max_k: int = Field(default=100, ge=1, le=1000, description="Largest k a request may ask for.")
+    candidates: int = Field(
+        default=100, ge=1, le=10000, description="FAISS candidates scored by the head per query."
+    )
+    feedback_batch_size: int = Field(
+        default=32, ge=1, le=10000, description="Feedback events per online-learning step."
+    )
+    state_dir: Path = Field(
+        default=Path("state"), description="Index snapshots and head checkpoints live here."
+    )
+    checkpoint_interval_s: float = Field(
+        default=30.0, gt=0, description="Seconds between index snapshots and head checkpoints."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics endpoint.")
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="Prometheus endpoint port; 0 disables it."
+    )
+    session_timeout_s: float = Field(
+        default=10.0, gt=0, description="Consumer-group session timeout (seconds)."
+    )
+    heartbeat_interval_s: float = Field(
+        default=1.0, gt=0, description="Consumer-group heartbeat interval (seconds)."
+    )
+    rebalance_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Consumer-group rebalance timeout (s); the embedded broker waits this long.",
+    )
+    catalog_ready_timeout_s: float = Field(
+        default=60.0, ge=0, description="Max wait for the catalog replay before serving."
+    )
+    min_event_ts: int = Field(
+        default=946684800000,
+        description="Oldest accepted event time (epoch ms); older events are dead-lettered.",
+    )
+    max_future_skew_s: float = Field(
+        default=86400.0, ge=0, description="How far in the future an event time may lie."
+    )
+    max_event_bytes: int = Field(
+        default=65536, ge=256, description="Largest accepted event value in bytes."
+    )
+    max_item_bytes: int = Field(
+        default=262144, ge=256, description="Largest accepted catalog/user record in bytes."
+    )
+    dead_letter_max_bytes: int = Field(
+        default=262144,
+        ge=1024,
+        description="Raw bytes kept in a dead-letter record; longer values are cut and flagged.",
+    )
+    producer_batch_bytes: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Worker producer batch size; 1 = one record per batch, needed on the embedded Tansu "
+            "broker (its end offsets count batches, which breaks changelog recovery). "
+            "Use 16384 or more on Apache Kafka/Redpanda/MSK."
+        ),
+    )
+    log_level: Literal["debug", "info", "warn", "error"] = Field(
+        default="info", description="Worker log level."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (secret).")
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle for SSL.")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(value) <= allowed:
+            raise ValueError("topic_prefix may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """The broker setting as a list of ``host:port`` strings."""
+        raw = self.broker
+        if "://" in raw:
+            raw = raw.split("://", 1)[1]
+        servers = [s.strip() for s in raw.replace(";", ",").split(",") if s.strip()]
+        if not servers:
+            raise ValueError(f"broker setting {self.broker!r} names no server")
+        return servers
+
+    @property
+    def effective_app_id(self) -> str:
+        """The Faust app id: ``app_id`` or, when unset, the topic prefix without its separator."""
+        return self.app_id or self.topic_prefix.rstrip("._-") or "promptrec"
+
+    @property
+    def faust_broker(self) -> str:
+        """The broker setting in Faust's URL form."""
+        return ";".join(f"kafka://{s}" for s in self.bootstrap_servers)
