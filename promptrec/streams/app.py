@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from promptrec.streams.clients import faust_credentials
 from promptrec.streams.settings import StreamSettings
 
-__all__ = ["make_app"]
+__all__ = ["make_app", "set_fetch_max_wait"]
+
+_original_create = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+_fetch_max_wait_ms = 1500
+
+
+def set_fetch_max_wait(ms: int) -> None:
+    """Set how long a Faust fetch may wait on the broker for new records.
+
+    Faust hard-codes 1500 ms. A broker that does not answer a waiting fetch as soon as data
+    arrives (the embedded Tansu broker) then adds up to that much latency to every event, so the
+    worker installs its own value (``PROMPTREC_FETCH_MAX_WAIT_MS``).
+    """
+    global _fetch_max_wait_ms
+    _fetch_max_wait_ms = ms
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = _original_create(self, transport)
+        # Read by AIOKafkaConsumer.start() when it builds its fetcher.
+        consumer._fetch_max_wait_ms = _fetch_max_wait_ms
+        return consumer
+
+    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
 def make_app(settings: StreamSettings) -> faust.App:
     """A Faust app configured from the settings (agents are added by the pipeline)."""
+    set_fetch_max_wait(settings.fetch_max_wait_ms)
     return faust.App(
         settings.effective_app_id,
         broker=settings.faust_broker,

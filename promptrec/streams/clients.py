@@ -165,6 +165,7 @@ def make_consumer(
         "enable_auto_commit": group_id is not None,
         "session_timeout_ms": int(settings.session_timeout_s * 1000),
         "heartbeat_interval_ms": int(settings.heartbeat_interval_s * 1000),
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
     }
     options.update(overrides)
     consumer: KafkaConsumer = _build(KafkaConsumer, "consumer", settings, options)

@@ -127,14 +127,15 @@ def _play(
     consumer.seek_to_beginning(*parts)
 
     events = data.interactions[: args.events] if args.events else data.interactions
+    out.say("waiting for the worker (model load, catalog replay, consumer-group join) ...")
+    if not _warm_up(producer, consumer, names, worker, stop, timeout=180.0):
+        out.say(f"worker not ready; see {settings.state_dir / 'worker.log'}")
+        return 1
     sent = threading.Event()
     feeder = threading.Thread(
         target=_feed, args=(producer, names, events, args.rate, stop, sent, out), daemon=True
     )
-    out.say(
-        f"waiting for the worker (model load, group join), "
-        f"then {len(events)} interactions at {args.rate}/s"
-    )
+    out.say(f"worker ready; replaying {len(events)} interactions at {args.rate}/s")
     feeder.start()
     rng = random.Random(7)
     received, latencies, new_seen = 0, [], False
@@ -167,7 +168,7 @@ def _play(
                     new_seen = True
                     out.say(f"*** the new item {NEW_ITEM['title']!r} is being recommended ***")
                 _feedback(producer, names, rec, category, interests, rng)
-        drained = received >= len(events) or time.monotonic() - idle_since > 10
+        drained = received >= len(events) or time.monotonic() - idle_since > 30
         if args.events and sent.is_set() and drained:
             break
     producer.flush()
@@ -181,6 +182,27 @@ def _play(
             f"latency p50 {p50:.0f} ms, p95 {p95:.0f} ms"
         )
     return 0 if received else 1
+
+
+def _warm_up(
+    producer: Any,
+    consumer: Any,
+    names: TopicNames,
+    worker: subprocess.Popen[bytes],
+    stop: threading.Event,
+    timeout: float,
+) -> bool:
+    """Ask for one recommendation and wait for the answer: then the whole path is up."""
+    request_id = f"warm-up-{time.time_ns()}"
+    request = {"request_id": request_id, "user_id": "warm-up", "ts": int(time.time() * 1000)}
+    producer.send(names.requests, key=b"warm-up", value=_json(request))
+    producer.flush()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set() and worker.poll() is None:
+        for records in consumer.poll(timeout_ms=200).values():
+            if any(json.loads(r.value).get("source_event_id") == request_id for r in records):
+                return True
+    return False
 
 
 def _feed(

@@ -89,6 +89,12 @@ class StreamSettings(BaseSettings):
         ge=1024,
         description="Raw bytes kept in a dead-letter record; longer values are cut and flagged.",
     )
+    fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=1,
+        le=60000,
+        description="Longest a consumer fetch waits on the broker (bounds idle latency).",
+    )
     producer_batch_bytes: int = Field(
         default=1,
         ge=1,

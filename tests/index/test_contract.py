@@ -1,0 +1,162 @@
+"""Known-answer contract every index backend must pass (implicit-style: one adapter per backend)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from promptrec.index import (
+    CandidateIndex,
+    DimensionMismatch,
+    IndexSettings,
+    SnapshotError,
+    create_index,
+    faiss_gpu_count,
+    restore_index,
+)
+
+KINDS = ["flat", "hnsw"]
+
+
+def make(kind: str, dim: int = 8) -> CandidateIndex:
+    return create_index(dim, IndexSettings(kind=kind, use_gpu="never"))
+
+
+def basis(dim: int = 8) -> np.ndarray:
+    return np.eye(dim, dtype=np.float32)
+
+
+@pytest.fixture(params=KINDS)
+def index(request: pytest.FixtureRequest) -> CandidateIndex:
+    ix = make(request.param)
+    # item i points along axis i, with a growing component on axis 7 so scores are distinct.
+    vecs = basis()[:6] + np.arange(6, dtype=np.float32)[:, None] * 0.1 * basis()[7]
+    ix.upsert_many([f"i{n}" for n in range(6)], vecs, [f"v{n}" for n in range(6)])
+    return ix
+
+
+def test_known_top_k(index: CandidateIndex) -> None:
+    q = basis()[[2, 7]]
+    res = index.search_many(q, 3)
+    assert res[0][0][0] == "i2" and res[0][0][1] == pytest.approx(1.0)
+    # Along axis 7 the order is by the 0.1 * n component: i5, i4, i3.
+    assert [i for i, _ in res[1]] == ["i5", "i4", "i3"]
+    assert [s for _, s in res[1]] == pytest.approx([0.5, 0.4, 0.3])
+
+
+def test_exclusion_is_per_query(index: CandidateIndex) -> None:
+    q = basis()[[7, 7]]
+    res = index.search_many(q, 2, exclude=[{"i5", "i4"}, set()])
+    assert [i for i, _ in res[0]] == ["i3", "i2"]
+    assert [i for i, _ in res[1]] == ["i5", "i4"]
+
+
+def test_upsert_replaces_and_remove_forgets(index: CandidateIndex) -> None:
+    index.upsert_many(["i0"], basis()[[7]] * 0.9, ["v0b"])
+    assert index.search_many(basis()[[7]], 1)[0][0] == ("i0", pytest.approx(0.9))
+    assert index.tag_of("i0") == "v0b" and len(index) == 6
+    assert index.remove_many(["i0", "missing"]) == 1
+    assert "i0" not in index and len(index) == 5
+    assert all(i != "i0" for i, _ in index.search_many(basis()[[7]], 10)[0])
+    index.upsert_many(["new"], basis()[[6]])
+    assert index.search_many(basis()[[6]], 1)[0][0][0] == "new"
+
+
+def test_get_many_mask_and_ids(index: CandidateIndex) -> None:
+    vecs, found = index.get_many(["i1", "nope"])
+    assert found.tolist() == [True, False]
+    assert vecs[0][1] == pytest.approx(1.0) and not vecs[1].any()
+    assert sorted(index.ids()) == [f"i{n}" for n in range(6)]
+
+
+def test_small_and_empty(index: CandidateIndex) -> None:
+    assert len(index.search_many(basis()[[7]], 100)[0]) == 6
+    assert index.search_many(np.zeros((0, 8), np.float32), 3) == []
+    empty = make(index.kind)
+    assert empty.search_many(basis()[[0, 1]], 3) == [[], []]
+
+
+def test_bad_input_is_rejected_without_change(index: CandidateIndex) -> None:
+    with pytest.raises(DimensionMismatch):
+        index.upsert_many(["x"], np.ones((1, 3), np.float32))
+    with pytest.raises(DimensionMismatch):
+        index.search_many(np.ones((1, 3), np.float32), 1)
+    bad = np.ones((1, 8), np.float32)
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError):
+        index.upsert_many(["x"], bad)
+    with pytest.raises(ValueError):
+        index.upsert_many(["x", "y"], np.ones((1, 8), np.float32))
+    assert len(index) == 6 and "x" not in index
+
+
+def test_snapshot_round_trip(index: CandidateIndex, tmp_path: Path) -> None:
+    index.remove_many(["i3"])
+    index.snapshot(tmp_path / "snap")
+    back = restore_index(tmp_path / "snap")
+    assert back.kind == index.kind and len(back) == 5
+    assert back.tag_of("i4") == "v4"
+    q = basis()[[7, 1]]
+    assert back.search_many(q, 4) == index.search_many(q, 4)
+
+
+def test_corrupt_snapshot_is_refused(index: CandidateIndex, tmp_path: Path) -> None:
+    path = tmp_path / "snap"
+    index.snapshot(path)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["ids"] = meta["ids"][:-1]
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SnapshotError):
+        restore_index(path)
+    (path / "vectors.npy").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(SnapshotError):
+        restore_index(path)
+    with pytest.raises(SnapshotError):
+        restore_index(tmp_path / "missing")
+
+
+def test_flat_matches_brute_force_under_churn() -> None:
+    rng = np.random.default_rng(0)
+    ix = make("flat", 16)
+    ref: dict[str, np.ndarray] = {}
+    for step in range(30):
+        ids = [f"x{int(i)}" for i in rng.integers(0, 80, size=8)]
+        vecs = rng.standard_normal((8, 16)).astype(np.float32)
+        ix.upsert_many(ids, vecs)
+        for i, v in zip(ids, vecs, strict=True):
+            ref[i] = v
+        if step % 3 == 0:
+            gone = [f"x{int(i)}" for i in rng.integers(0, 80, size=4)]
+            ix.remove_many(gone)
+            for g in gone:
+                ref.pop(g, None)
+        q = rng.standard_normal((3, 16)).astype(np.float32)
+        got = ix.search_many(q, 5)
+        keys = list(ref)
+        mat = np.stack([ref[k] for k in keys])
+        for row, hits in zip(q, got, strict=True):
+            scores = mat @ row
+            best = [keys[j] for j in np.argsort(-scores)[:5]]
+            assert [i for i, _ in hits] == best
+
+
+def test_hnsw_recall_against_flat() -> None:
+    rng = np.random.default_rng(1)
+    vecs = rng.standard_normal((2000, 32)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = [str(i) for i in range(2000)]
+    flat, hnsw = make("flat", 32), make("hnsw", 32)
+    flat.upsert_many(ids, vecs)
+    hnsw.upsert_many(ids, vecs)
+    q = vecs[:100] + 0.1 * rng.standard_normal((100, 32)).astype(np.float32)
+    exact = flat.search_many(q, 10)
+    approx = hnsw.search_many(q, 10)
+    hits = sum(len({i for i, _ in a} & {i for i, _ in e}) for a, e in zip(approx, exact, strict=True))
+    assert hits / 1000 >= 0.9
+
+
+def test_gpu_count_is_an_int() -> None:
+    assert isinstance(faiss_gpu_count(), int)
