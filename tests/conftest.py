@@ -12,6 +12,9 @@ import pytest
 from promptrec.streams.broker import EmbeddedBroker
 from promptrec.streams.settings import StreamSettings
 
+# Encoder fixtures (the real MiniLM, a tiny random BERT) are shared by every package's tests.
+pytest_plugins = ["tests.encoder.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[EmbeddedBroker]:

@@ -154,7 +154,9 @@ def test_hnsw_recall_against_flat() -> None:
     q = vecs[:100] + 0.1 * rng.standard_normal((100, 32)).astype(np.float32)
     exact = flat.search_many(q, 10)
     approx = hnsw.search_many(q, 10)
-    hits = sum(len({i for i, _ in a} & {i for i, _ in e}) for a, e in zip(approx, exact, strict=True))
+    hits = sum(
+        len({i for i, _ in a} & {i for i, _ in e}) for a, e in zip(approx, exact, strict=True)
+    )
     assert hits / 1000 >= 0.9
 
 
