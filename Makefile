@@ -7,6 +7,8 @@ VENV ?= .venv
 # A CPU build of torch is installed first so that pip never pulls a multi-GB CUDA build.
 # On a CUDA machine: make install TORCH_SPEC='torch --index-url <your CUDA wheel index>'
 TORCH_SPEC ?= torch==2.13.0
+# Tested versions of every other dependency (empty to let pip resolve freely).
+CONSTRAINTS ?= constraints.txt
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.promptrec-installed
@@ -20,10 +22,10 @@ help: ## Show this help
 	@echo
 	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) TORCH_SPEC=$(TORCH_SPEC)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH_SPEC)
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create the virtualenv (if missing) and install the project
