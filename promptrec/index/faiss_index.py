@@ -34,7 +34,7 @@ class FlatIndex(CandidateIndex):
         self._index = self._new()
 
     def _new(self) -> faiss.Index:
-        index = faiss.IndexFlatIP(self.dim)
+        index: faiss.Index = faiss.IndexFlatIP(self.dim)
         if self._gpu:
             # Same flat index, same code path: only where it lives changes.
             index = faiss.index_cpu_to_all_gpus(index)
@@ -81,7 +81,7 @@ class HNSWIndex(CandidateIndex):
         self._index.add(np.ascontiguousarray(vectors))
 
     def _search_backend(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        self._index.hnsw.efSearch = max(self.settings.hnsw_ef_search, k)
+        self._index.hnsw.efSearch = max(self.settings.hnsw_ef_search, k)  # type: ignore[attr-defined]
         scores, rows = self._index.search(queries, k)
         return scores, rows
 

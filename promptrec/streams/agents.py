@@ -140,13 +140,15 @@ class Pipeline:
     async def recommend_agent(self, stream: faust.StreamT) -> None:
         """Interactions and requests -> history -> candidates -> head -> top-K published."""
         await self._wait_ready()
-        async for events in stream.take_events(self.settings.batch_size, within=self._within):
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            self.settings.batch_size, within=self._within
+        ):
             await self._recommend_batch(events)
 
     async def feedback_agent(self, stream: faust.StreamT) -> None:
         """Feedback -> mini-batch online learning of the head."""
         await self._wait_ready()
-        async for events in stream.take_events(
+        async for events in stream.take_events(  # type: ignore[attr-defined]
             self.settings.feedback_batch_size, within=self._within
         ):
             await self._feedback_batch(events)

@@ -29,7 +29,7 @@ from promptrec.streams.topics import TopicNames, ensure_topics
 
 __all__ = ["run_demo"]
 
-NEW_ITEM = {
+NEW_ITEM: dict[str, Any] = {
     "item_id": "demo-new-1",
     "title": "Summit Pro Ultralight Trekking Poles",
     "text": "Carbon trekking poles for long mountain hikes and alpine trails.",

@@ -80,14 +80,14 @@ class Recommender:
         if model_rows.size and len(engine.index):
             n_cand = engine.stream.candidates
             candidates = engine.index.search_many(
-                users[model_rows], n_cand, exclude=[queries[i].exclude for i in model_rows]
+                users[model_rows], n_cand, exclude=[queries[int(i)].exclude for i in model_rows]
             )
             t2 = time.perf_counter()
             timings["search"] = t2 - t1
             self._rank(queries, model_rows, users, candidates, results)
             timings["score"] = time.perf_counter() - t2
         known = engine.index.__contains__
-        for i in np.flatnonzero(~has_signal):
+        for i in map(int, np.flatnonzero(~has_signal)):
             results[i] = engine.popularity.top(queries[i].k, queries[i].exclude, known)
         return RecommendBatch(results, strategies, users, timings)
 
