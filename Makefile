@@ -40,13 +40,13 @@ test-fast: $(STAMP) ## Run the tests that need no broker and no real model
 	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff + mypy
-	$(BIN)/ruff check promptrec tests bench
-	$(BIN)/ruff format --check promptrec tests bench
+	$(BIN)/ruff check promptrec tests
+	$(BIN)/ruff format --check promptrec tests
 	$(BIN)/mypy promptrec
 
 format: $(STAMP) ## Format the code with ruff
-	$(BIN)/ruff format promptrec tests bench
-	$(BIN)/ruff check --fix promptrec tests bench
+	$(BIN)/ruff format promptrec tests
+	$(BIN)/ruff check --fix promptrec tests
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache state
