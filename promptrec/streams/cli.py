@@ -38,6 +38,8 @@ DEFAULT_KEY_FIELDS: dict[str, str] = {
     "recommendation-requests": "user_id",
 }
 _PROGRESS_MIN_LINES = 1000
+# Light modules (no torch/Faust at import) that add subcommands: train/eval, bench.
+_COMMAND_MODULES = ("promptrec.streams.cli_quality", "promptrec.streams.cli_bench")
 
 
 class UsageError(Exception):
@@ -468,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("schema", _cmd_schema, "Print the JSON schema of a topic's records (or all).")
     p.add_argument("topic", nargs="?", help="logical topic name (default: all)")
+
+    # Command groups kept in their own modules (each exposes ``register(subparsers)``).
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

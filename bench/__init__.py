@@ -1,0 +1,1 @@
+"""Benchmarks of promptrec (`promptrec bench ...`); peers' drivers live in bench/peers/."""
