@@ -213,10 +213,18 @@ class ScoringHead:
             CheckpointError: A tensor is missing, has the wrong shape or is not finite; the
                 weights are left unchanged.
         """
+        checked = self._checked(tensors, "head weights")
+        with torch.no_grad():
+            for name, value in checked.items():
+                getattr(self._net, name).copy_(value)
+        self._optimizer = self._new_optimizer()
+
+    def _checked(self, tensors: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
+        """Every named tensor, float32, with the weight's shape and finite values."""
         checked: dict[str, torch.Tensor] = {}
         for name in _TENSOR_NAMES:
             if name not in tensors:
-                raise CheckpointError(f"head weights lack tensor {name!r}")
+                raise CheckpointError(f"{what} lack tensor {name!r}")
             target = getattr(self._net, name)
             value = tensors[name].detach().to(torch.float32)
             if tuple(value.shape) != tuple(target.shape):
@@ -227,10 +235,28 @@ class ScoringHead:
             if not bool(torch.isfinite(value).all()):
                 raise CheckpointError(f"head tensor {name!r} holds non-finite values")
             checked[name] = value
+        return checked
+
+    def add_tensors(self, delta: dict[str, torch.Tensor]) -> None:
+        """Adds ``delta`` (same names and shapes as :meth:`to_tensors`) to the weights in place.
+
+        Used to merge other workers' updates; the Adam state is kept, since the local
+        optimizer still describes this worker's own gradient history.
+
+        Raises:
+            CheckpointError: A tensor is missing, has the wrong shape or is not finite; the
+                weights are left unchanged.
+        """
+        checked = self._checked(delta, "head delta")
         with torch.no_grad():
             for name, value in checked.items():
-                getattr(self._net, name).copy_(value)
-        self._optimizer = self._new_optimizer()
+                getattr(self._net, name).add_(value)
+
+    def set_version(self, version: int) -> None:
+        """Sets the version counter (model sync counts the updates of every worker)."""
+        if version < 0:
+            raise ValueError(f"version must be >= 0, got {version}")
+        self._version = int(version)
 
     def save(self, path: Path) -> None:
         """Writes weights and metadata to a safetensors checkpoint, atomically.

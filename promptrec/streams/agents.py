@@ -29,6 +29,8 @@ from promptrec.streams.exceptions import InvalidEvent, ReasonCode
 from promptrec.streams.history import UserHistory
 from promptrec.streams.learner import OnlineLearner
 from promptrec.streams.metrics import Metrics
+from promptrec.streams.model_reader import ModelUpdateReader
+from promptrec.streams.model_sync import HeadSync
 from promptrec.streams.recommend import Query, Recommender
 from promptrec.streams.schemas import (
     DeadLetter,
@@ -73,9 +75,13 @@ class Pipeline:
         self.limits = Limits.from_settings(settings)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.recommender = Recommender(engine)
-        self.learner = OnlineLearner(engine, self.recommender)
+        # One id per process start: a restarted worker is a new contributor to the shared head.
+        self.sync = HeadSync(engine.head, f"{self.worker_name}:{uuid.uuid4().hex[:8]}")
+        self.learner = OnlineLearner(engine, self.recommender, learn=self.sync.learn_many)
         self.updater = CatalogUpdater(engine, self.limits)
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()  # catalog replay done
+        self.model_ready = asyncio.Event()  # model-updates replay done
+        self._faults = dict(settings.faults)
         n = self.names
         self._logical = {
             n.interactions: "interactions",
@@ -89,6 +95,7 @@ class Pipeline:
         self.feedback_topic = app.topic(n.feedback, **raw)
         self.recs_topic = app.topic(n.recommendations, **raw)
         self.dead_topic = app.topic(n.dead_letter, **raw)
+        self.model_topic = app.topic(n.model_updates, **raw)
         self.history = app.Table(
             "history",
             default=None,
@@ -97,12 +104,15 @@ class Pipeline:
         )
         self.catalog_channel = app.channel(maxsize=10_000)
         self.reader = CatalogReader(settings, self.catalog_channel)
+        self.model_reader = ModelUpdateReader(self)
         within = settings.batch_within_ms / 1000.0
         self._within = within
         app.agent(self.catalog_channel, name=f"{app.conf.id}.catalog")(self.catalog_agent)
         app.agent(self.input_topic, name=f"{app.conf.id}.recommend")(self.recommend_agent)
         app.agent(self.feedback_topic, name=f"{app.conf.id}.feedback")(self.feedback_agent)
         app.task(self.catalog_reader_task)
+        app.task(self.model_reader_task)
+        app.timer(settings.model_sync_interval_s)(self.model_sync_timer)
         app.timer(settings.checkpoint_interval_s)(self.checkpoint_timer)
         app.timer(5.0)(self.gauges_timer)
 
@@ -125,6 +135,11 @@ class Pipeline:
                     await self._dead(rec.topic, rec, err.reason, err.detail)
                 ok = Counter(r.topic for r in real)
                 ok.subtract(r.topic for r, _ in outcome.dead)
+                # Items whose prompt text did not change were not re-encoded: outcome "skipped".
+                skipped = min(outcome.unchanged, max(0, ok["items"]))
+                if skipped:
+                    ok["items"] -= skipped
+                    self.metrics.events.labels("items", "skipped").inc(skipped)
                 for topic, count in ok.items():
                     if count:
                         self.metrics.events.labels(topic, "ok").inc(count)
@@ -170,16 +185,31 @@ class Pipeline:
             try:
                 if topic == "interactions":
                     e = decode_interaction(msg.value, self.limits, max_ts=max_ts)
-                    # Table writes go to the changelog partition of the *current* event; in a
-                    # batch that must be this event, not the batch's last one.
-                    _current_event.set(weakref.ref(event))
-                    hist = UserHistory.from_value(self.history.get(e.user_id))
-                    if not hist.append(e.event_id, e.item_id, e.ts, self.settings.history_len):
+                    if e.item_id not in self.engine.index:
                         raise InvalidEvent(
-                            ReasonCode.duplicate_event, f"event_id {e.event_id!r} already applied"
+                            ReasonCode.unknown_item, f"item {e.item_id!r} not in the catalog"
                         )
-                    self.history[e.user_id] = hist.to_value()
-                    clicked.append(e.item_id)
+                    hist = UserHistory.from_value(self.history.get(e.user_id))
+                    position = f"{msg.partition}:{msg.offset}"
+                    seen_at = hist.position_of(e.event_id)
+                    if seen_at is None:
+                        hist.append(
+                            e.event_id, e.item_id, e.ts, self.settings.history_len, position
+                        )
+                        # Table writes go to the changelog partition of the *current* event; in
+                        # a batch that must be this event, not the batch's last one.
+                        _current_event.set(weakref.ref(event))
+                        self.history[e.user_id] = hist.to_value()
+                        clicked.append(e.item_id)
+                    elif seen_at != position:
+                        raise InvalidEvent(
+                            ReasonCode.duplicate_event,
+                            f"event_id {e.event_id!r} already applied (at {seen_at or '?'})",
+                        )
+                    else:
+                        # Redelivered after a crash or rebalance: already in the history, but
+                        # its recommendation may not have been published, so answer again.
+                        m.redeliveries.inc()
                     user_id, k, source, source_id, ts = (
                         e.user_id,
                         self.settings.top_k,
@@ -252,14 +282,30 @@ class Pipeline:
         m.batch_size.labels("feedback").observe(len(events))
         max_ts = self.limits.max_ts(int(time.time() * 1000))
         decoded, recents, kept = [], [], []
+        batch_ids: set[str] = set()
         for event in events:
             msg = event.message
+            position = f"{msg.partition}:{msg.offset}"
             try:
                 f = decode_feedback(msg.value, self.limits, max_ts=max_ts)
+                hist = UserHistory.from_value(self.history.get(f.user_id))
+                seen_at = hist.feedback_position(f.event_id)
+                if seen_at == position:
+                    # Redelivered after a crash or rebalance: already learned from.
+                    m.redeliveries.inc()
+                    continue
+                if seen_at is not None or f.event_id in batch_ids:
+                    raise InvalidEvent(
+                        ReasonCode.duplicate_event,
+                        f"feedback event_id {f.event_id!r} already learned (at {seen_at or '?'})",
+                    )
             except InvalidEvent as exc:
                 await self._dead("feedback", msg, exc.reason, exc.detail)
                 continue
-            hist = UserHistory.from_value(self.history.get(f.user_id))
+            batch_ids.add(f.event_id)
+            hist.add_feedback(f.event_id, position, self.settings.history_len)
+            _current_event.set(weakref.ref(event))
+            self.history[f.user_id] = hist.to_value()
             decoded.append(f)
             recents.append(hist.recent(self.settings.recent_items))
             kept.append(event)
@@ -296,6 +342,38 @@ class Pipeline:
             log.exception("catalog reader failed; the worker stops so it can be restarted")
             await self.app.crash(RuntimeError("catalog reader failed"))  # type: ignore[attr-defined]
 
+    async def model_reader_task(self) -> None:
+        """Follow the model-updates topic for the life of the worker."""
+        try:
+            await self.model_reader.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("model-updates reader failed; the worker stops so it can be restarted")
+            await self.app.crash(RuntimeError("model reader failed"))  # type: ignore[attr-defined]
+
+    async def model_sync_timer(self) -> None:
+        """Publish this worker's head changes, then count them once the broker has them."""
+        if not self.model_ready.is_set():
+            return
+        try:
+            update = await self._run("sync", self.sync.pending)
+        except StageFailed:
+            return
+        if update is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            fut = await self.model_topic.send(key=update.key.encode(), value=update.to_bytes())
+            await fut  # the broker's ack: only then does the update count in the version
+        except Exception:
+            log.exception("publishing the head update failed; retrying next interval")
+            self.metrics.retries.labels("sync").inc()
+            return
+        await self._run("sync", self.sync.published, update.seq)
+        self.metrics.stage_latency.labels("sync").observe(time.perf_counter() - t0)
+        self.metrics.model_version.set(self.sync.version)
+
     async def checkpoint_timer(self) -> None:
         """Snapshot the index and checkpoint the head; a failure is logged and retried later."""
         if not self.ready.is_set():
@@ -320,8 +398,17 @@ class Pipeline:
         timeout = self.settings.catalog_ready_timeout_s
         try:
             await asyncio.wait_for(self.ready.wait(), timeout=timeout)
+            # Serving before the head is rebuilt would publish an older model version.
+            await asyncio.wait_for(self.model_ready.wait(), timeout=timeout)
         except TimeoutError:
-            log.warning("catalog replay not finished after %.0f s; serving anyway", timeout)
+            log.warning("catalog/model replay not finished after %.0f s; serving anyway", timeout)
+
+    def _inject_fault(self, stage: str) -> None:
+        """``fault_injection`` (a testing aid): fail the first N runs of a stage."""
+        left = self._faults.get(stage, 0)
+        if left > 0:
+            self._faults[stage] = left - 1
+            raise RuntimeError(f"injected fault in stage {stage!r} ({left - 1} left)")
 
     async def _run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the engine thread; retry with exponential backoff, then give up."""
@@ -329,6 +416,7 @@ class Pipeline:
         delay = 0.1
         for attempt in range(self.retries + 1):
             try:
+                self._inject_fault(stage)
                 return await loop.run_in_executor(self.engine.executor, fn, *args)
             except Exception as exc:
                 if attempt == self.retries:

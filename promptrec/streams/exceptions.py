@@ -49,6 +49,8 @@ class ReasonCode(StrEnum):
     """A valid event names an item the catalog does not hold."""
     unknown_user = "unknown_user"
     """A valid event names a user with no profile and no history."""
+    bad_model_update = "bad_model_update"
+    """A model-updates record that is not a head delta this worker can apply."""
 
 
 class StreamsError(Exception):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,9 +35,17 @@ class OnlineLearner:
     user's current history.
     """
 
-    def __init__(self, engine: Engine, recommender: Recommender, memory: int = 20_000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        recommender: Recommender,
+        memory: int = 20_000,
+        learn: Callable[[np.ndarray, np.ndarray, np.ndarray], float] | None = None,
+    ) -> None:
         self.engine = engine
         self.recommender = recommender
+        # The head step; model sync wraps it to record this worker's own changes.
+        self._learn = learn or (lambda u, v, y: engine.head.learn_many(u, v, y))
         self._contexts: OrderedDict[str, np.ndarray] = OrderedDict()
         self._memory = memory
 
@@ -88,6 +96,6 @@ class OnlineLearner:
         # Test-then-learn: score with the current head before it sees these labels.
         out.scores = engine.head.predict_proba_many(u, v)
         out.labels = labels
-        out.loss = engine.head.learn_many(u, v, labels)
+        out.loss = self._learn(u, v, labels)
         out.learned = len(keep)
         return out

@@ -7,10 +7,15 @@ reason codes, stage names): never user or item ids.
 
 from __future__ import annotations
 
+import contextlib
 import resource
+import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
 from prometheus_client import (
@@ -19,13 +24,40 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
-    start_http_server,
+    ProcessCollector,
+    make_wsgi_app,
 )
 
-if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
+__all__ = [
+    "AGENTS",
+    "BATCH_BUCKETS",
+    "INPUT_TOPICS",
+    "LATENCY_BUCKETS",
+    "OUTCOMES",
+    "RETRY_STAGES",
+    "STAGES",
+    "Metrics",
+    "Route",
+    "RunningAUC",
+]
 
-__all__ = ["LATENCY_BUCKETS", "Metrics", "RunningAUC"]
+# Bounded label values, created at start with a zero value: a series that exists before its first
+# increment lets rate() and increase() see that increment (Prometheus cannot extrapolate from a
+# series that appears already at 1).
+INPUT_TOPICS = ("items", "users", "interactions", "recommendation-requests", "feedback")
+OUTCOMES = ("ok", "dead_letter", "skipped")
+# Timed stages (promptrec_stage_seconds{stage}): "catalog" is prompt rendering + text encoding +
+# index upsert of a catalog batch; "user" builds user vectors, "search" is the FAISS search,
+# "score" the head forward, "publish" the producer sends, "learn" one online-learning step.
+STAGES = ("decode", "user", "search", "score", "publish", "catalog", "learn")
+# Stages whose failures are retried (promptrec_stage_retries_total{stage}).
+RETRY_STAGES = ("encode", "recommend", "learn", "checkpoint")
+AGENTS = ("catalog", "recommend", "feedback")
+SOURCES = ("interaction", "request")
+STRATEGIES = ("model", "popular")
+
+# A route of the metrics HTTP server: returns (HTTP status code, content type, body).
+Route = Callable[[], tuple[int, str, bytes]]
 
 # Seconds; fine-grained below 100 ms because that is where a real-time recommender lives.
 LATENCY_BUCKETS = (
@@ -78,6 +110,17 @@ class RunningAUC:
         np.add.at(sums, inverse, ranks)
         ranks = (sums / counts)[inverse]
         return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """Threaded WSGI server: a slow scrape never blocks a probe."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes and probes every second are not worth a log line."""
 
 
 class Metrics:
@@ -157,18 +200,111 @@ class Metrics:
         self.retries = Counter(
             "promptrec_stage_retries", "Retried batch failures, by stage.", ["stage"], registry=r
         )
+        self.redeliveries = Counter(
+            "promptrec_redeliveries",
+            "Interactions read again after a crash or rebalance (already applied; re-answered).",
+            registry=r,
+        )
+        self.model_updates_applied = Counter(
+            "promptrec_model_updates_applied",
+            "Head updates of other workers merged into this worker's head.",
+            registry=r,
+        )
         self.rss = Gauge(
             "promptrec_process_max_rss_bytes", "Peak resident set size of the worker.", registry=r
+        )
+        # Current memory and CPU: promptrec_process_{resident_memory_bytes,cpu_seconds_total,
+        # open_fds,start_time_seconds} (read from /proc at scrape time).
+        ProcessCollector(namespace="promptrec", registry=r)
+        self.rebalances = Counter(
+            "promptrec_rebalances",
+            "Consumer-group rebalances this worker took part in (partitions assigned).",
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "promptrec_assigned_partitions",
+            "Input partitions assigned to this worker, by logical topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "promptrec_consumer_lag",
+            "Records behind: end offset minus the group's committed offset, per assigned "
+            "partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.lag_polls = Counter(
+            "promptrec_consumer_lag_polls",
+            "Consumer-lag polls, by result (ok/error).",
+            ["result"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "promptrec_ready",
+            "1 while the worker is ready (catalog replayed, agents running, not rebalancing).",
+            registry=r,
         )
         self.info = Info("promptrec_worker", "Static facts about the worker.", registry=r)
         self.auc = RunningAUC()
         self._server: WSGIServer | None = None
+        self._init_labels()
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the HTTP endpoint (``/metrics``); returns the bound port (0 = disabled)."""
+    def _init_labels(self) -> None:
+        """Create every bounded label combination at zero (see :data:`INPUT_TOPICS`)."""
+        for topic in INPUT_TOPICS:
+            for outcome in OUTCOMES:
+                self.events.labels(topic, outcome)
+        for source in SOURCES:
+            for strategy in STRATEGIES:
+                self.recommendations.labels(source, strategy)
+        for stage in STAGES:
+            self.stage_latency.labels(stage)
+        for stage in RETRY_STAGES:
+            self.retries.labels(stage)
+        for agent in AGENTS:
+            self.batch_size.labels(agent)
+        for result in ("ok", "error"):
+            self.lag_polls.labels(result)
+
+    def set_info(self, facts: Mapping[str, str]) -> None:
+        """Publish static facts (device, dtype, index kind, model) as ``promptrec_worker_info``."""
+        self.info.info({key: str(value) for key, value in facts.items()})
+
+    def set_assignment(self, counts: Mapping[str, int], stale: Iterable[tuple[str, int]]) -> None:
+        """Record the partitions per topic after a rebalance; drop lag series no longer owned."""
+        for topic in ("interactions", "recommendation-requests", "feedback"):
+            self.assigned_partitions.labels(topic).set(counts.get(topic, 0))
+        for topic, partition in stale:
+            with contextlib.suppress(KeyError):
+                self.consumer_lag.remove(topic, str(partition))
+
+    def serve(self, host: str, port: int, routes: Mapping[str, Route] | None = None) -> int:
+        """Start the HTTP endpoint; returns the bound port (0 = disabled).
+
+        ``/metrics`` (and ``/``) serve the registry; ``routes`` adds more paths on the same
+        port (the worker adds ``/healthz`` and ``/readyz``).
+        """
         if port == 0:
             return 0
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        metrics_app = make_wsgi_app(self.registry)
+        extra = dict(routes or {})
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            route = extra.get(environ.get("PATH_INFO", "/"))
+            if route is None:
+                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            code, content_type, body = route()
+            reason = {200: "OK", 503: "Service Unavailable"}.get(code, "Error")
+            start_response(
+                f"{code} {reason}",
+                [("Content-Type", content_type), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+
+        server = make_server(host, port, app, _Server, handler_class=_QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+        thread.start()
         self._server = server
         return int(server.server_port)
 

@@ -10,6 +10,7 @@ where present (optional on items and users), must lie in ``[limits.min_ts, limit
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import os
@@ -231,6 +232,7 @@ class DeadLetter(_Record):
     value_text: str | None = None
     value_base64: str | None = None
     value_size: Annotated[int, Strict(), Field(ge=0)]
+    value_sha256: str | None = None
     truncated: bool = False
     reason: ReasonCode
     detail: str
@@ -254,8 +256,9 @@ class DeadLetter(_Record):
     ) -> DeadLetter:
         """Wrap a rejected record; key and value are each cut to ``max_bytes`` raw bytes.
 
-        ``value_size`` is the original length; ``truncated`` tells whether anything was cut.
-        ``ts`` defaults to now.
+        ``value_size`` is the original length and ``value_sha256`` the hash of the whole original
+        value, so a cut record can still be matched to its source; ``truncated`` tells whether
+        anything was cut. ``ts`` defaults to now.
         """
         key_text, key_b64, key_cut = _raw_field(key, max_bytes)
         value_text, value_b64, value_cut = _raw_field(value, max_bytes)
@@ -268,6 +271,7 @@ class DeadLetter(_Record):
             value_text=value_text,
             value_base64=value_b64,
             value_size=len(value) if value is not None else 0,
+            value_sha256=hashlib.sha256(bytes(value)).hexdigest() if value is not None else None,
             truncated=key_cut or value_cut,
             reason=reason,
             detail=detail[:_MAX_DETAIL_CHARS],

@@ -53,9 +53,29 @@ class StreamSettings(BaseSettings):
     checkpoint_interval_s: float = Field(
         default=30.0, gt=0, description="Seconds between index snapshots and head checkpoints."
     )
+    model_sync_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between publications of this worker's head updates (model-updates).",
+    )
+    fault_injection: str = Field(
+        default="",
+        description="Testing aid, keep empty in production: `stage=N,...` fails the first N "
+        "runs of a batch stage (encode, recommend, learn, checkpoint, sync).",
+    )
     metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics endpoint.")
     metrics_port: int = Field(
         default=9464, ge=0, le=65535, description="Prometheus endpoint port; 0 disables it."
+    )
+    lag_poll_interval_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="Seconds between consumer-lag polls (promptrec_consumer_lag); 0 disables.",
+    )
+    liveness_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="`/healthz` fails once the worker's event loop has not ticked for this long.",
     )
     session_timeout_s: float = Field(
         default=10.0, gt=0, description="Consumer-group session timeout (seconds)."
@@ -125,6 +145,17 @@ class StreamSettings(BaseSettings):
             raise ValueError("topic_prefix may hold only letters, digits, '.', '_' and '-'")
         return value
 
+    @field_validator("fault_injection")
+    @classmethod
+    def _valid_faults(cls, value: str) -> str:
+        _parse_faults(value)
+        return value
+
+    @property
+    def faults(self) -> dict[str, int]:
+        """``fault_injection`` parsed: stage -> number of runs that fail."""
+        return _parse_faults(self.fault_injection)
+
     @property
     def bootstrap_servers(self) -> list[str]:
         """The broker setting as a list of ``host:port`` strings."""
@@ -145,3 +176,19 @@ class StreamSettings(BaseSettings):
     def faust_broker(self) -> str:
         """The broker setting in Faust's URL form."""
         return ";".join(f"kafka://{s}" for s in self.bootstrap_servers)
+
+
+_FAULT_STAGES = ("encode", "recommend", "learn", "checkpoint", "sync")
+
+
+def _parse_faults(text: str) -> dict[str, int]:
+    faults: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        stage, sep, count = part.partition("=")
+        if not sep or stage not in _FAULT_STAGES or not count.isdigit():
+            raise ValueError(
+                f"fault_injection entries are stage=N with stage in {', '.join(_FAULT_STAGES)}; "
+                f"got {part!r}"
+            )
+        faults[stage] = int(count)
+    return faults

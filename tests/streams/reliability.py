@@ -1,0 +1,162 @@
+"""Helpers of the fault-injection tests: generated streams, worker factories, state readers."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from promptrec.streams.broker import free_port
+from promptrec.streams.settings import StreamSettings
+from promptrec.streams.topics import ensure_topics
+from tests.streams.conftest import TOPICS, WorkerProcess, now_ms
+
+WORDS = [w for titles in TOPICS.values() for t in titles for w in t.lower().split() if len(w) > 3]
+
+
+def settings_for(
+    broker_url: str, state_dir: Path, partitions: int = 4, **extra: Any
+) -> StreamSettings:
+    """Fresh topics (created) and a free metrics port, on ``broker_url``."""
+    s = StreamSettings(
+        broker=broker_url,
+        topic_prefix=f"r{uuid.uuid4().hex[:10]}.",
+        state_dir=state_dir,
+        metrics_port=free_port(),
+        partitions=partitions,
+        **extra,
+    )
+    ensure_topics(s)
+    return s
+
+
+def worker_env(settings: StreamSettings, **extra: str) -> dict[str, str]:
+    """Environment of a test worker: the settings the CLI has no flag for."""
+    env = {
+        "PROMPTREC_PARTITIONS": str(settings.partitions),
+        "PROMPTREC_CHECKPOINT_INTERVAL_S": "2",
+        "PROMPTREC_HISTORY_LEN": "100",
+    }
+    env.update(extra)
+    return env
+
+
+def clone(settings: StreamSettings, state_dir: Path) -> StreamSettings:
+    """Same topics and group, another state folder and metrics port (a second worker)."""
+    return settings.model_copy(update={"state_dir": state_dir, "metrics_port": free_port()})
+
+
+def catalog(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` items with short topical titles (fast to encode)."""
+    rng = random.Random(seed)
+    topics = list(TOPICS)
+    items = []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        title = " ".join(rng.sample(WORDS, 4))
+        items.append(
+            {"item_id": f"i{i}", "title": f"{topic} {title}", "attributes": {"category": topic}}
+        )
+    return items
+
+
+def interactions(n: int, users: int, items: int, seed: int = 1) -> list[dict[str, Any]]:
+    """``n`` click events with unique ids, spread over ``users`` users and ``items`` items."""
+    rng = random.Random(seed)
+    ts = now_ms()
+    return [
+        {
+            "event_id": f"e{i}-{uuid.uuid4().hex[:8]}",
+            "user_id": f"u{rng.randrange(users)}",
+            "item_id": f"i{rng.randrange(items)}",
+            "type": "click",
+            "ts": ts,
+        }
+        for i in range(n)
+    ]
+
+
+def feedback_for(events: list[dict[str, Any]], every: int, seed: int = 2) -> list[dict[str, Any]]:
+    """One labelled feedback event for every ``every``-th interaction (same user and item)."""
+    rng = random.Random(seed)
+    return [
+        {
+            "event_id": f"f{i}-{uuid.uuid4().hex[:8]}",
+            "user_id": e["user_id"],
+            "item_id": e["item_id"],
+            "label": rng.randrange(2),
+            "ts": e["ts"],
+        }
+        for i, e in enumerate(events)
+        if i % every == every - 1
+    ]
+
+
+def read_all(
+    settings: StreamSettings, topic: str, timeout: float = 30.0
+) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) of a topic, from the beginning to the end offsets seen at the start."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=20
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for batch in consumer.poll(timeout_ms=200).values():
+                for r in batch:
+                    yield r.key, r.value
+    finally:
+        consumer.close()
+
+
+def histories(settings: StreamSettings) -> dict[str, dict[str, Any]]:
+    """The history table as its changelog holds it: the last value per user."""
+    table: dict[str, dict[str, Any]] = {}
+    topic = f"{settings.effective_app_id}-history-changelog"
+    for key, value in read_all(settings, topic):
+        if key is None:
+            continue
+        user = json.loads(key)
+        if value is None:
+            table.pop(user, None)
+        else:
+            table[user] = json.loads(value)
+    return table
+
+
+def expected_histories(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        by_user[e["user_id"]].append(e)
+    return by_user
+
+
+def check_histories(settings: StreamSettings, events: list[dict[str, Any]]) -> None:
+    """Every interaction is in its user's history exactly once, in order."""
+    table = histories(settings)
+    for user, sent in expected_histories(events).items():
+        value = table.get(user)
+        assert value is not None, f"history of {user} lost"
+        ids = [e["event_id"] for e in sent]
+        assert value["count"] == len(sent), (user, value["count"], len(sent))
+        assert len(set(value["event_ids"])) == len(value["event_ids"]), f"duplicates for {user}"
+        assert value["event_ids"] == ids[-len(value["event_ids"]) :], f"history of {user} differs"
+        items = [e["item_id"] for e in sent]
+        assert value["items"] == items[-len(value["items"]) :]
+
+
+def start_worker(settings: StreamSettings, log: Path, **env: str) -> WorkerProcess:
+    return WorkerProcess(settings, log, env=worker_env(settings, **env)).start()

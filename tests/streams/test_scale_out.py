@@ -1,0 +1,158 @@
+"""Two workers in one consumer group: split partitions, shared catalog, synced head, takeover."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promptrec.streams.broker import EmbeddedBroker
+from tests.streams.conftest import Producer, Recorder, WorkerProcess, now_ms
+from tests.streams.reliability import (
+    catalog,
+    check_histories,
+    clone,
+    settings_for,
+    start_worker,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+USERS = [f"u{i}" for i in range(40)]
+N_ITEMS = 40
+
+
+def click(user: str, item: int) -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "user_id": user,
+        "item_id": f"i{item}",
+        "type": "click",
+        "ts": now_ms(),
+    }
+
+
+def send_round(producer: Producer, n: int, sent: list[dict[str, Any]]) -> set[str]:
+    ids = set()
+    for j, user in enumerate(USERS):
+        e = click(user, (n * 7 + j) % N_ITEMS)
+        producer.send("interactions", user, e)
+        sent.append(e)
+        ids.add(e["event_id"])
+    producer.flush()
+    return ids
+
+
+def owners(recs: Recorder, ids: set[str]) -> dict[str, set[str]]:
+    """user -> workers that answered the events ``ids``."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for r in recs.records:
+        if r["source_event_id"] in ids:
+            out[r["user_id"]].add(r["worker"])
+    return out
+
+
+def wait_metric(worker: WorkerProcess, name: str, pred: Any, timeout: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = worker.metric(name)
+        if pred(value):
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{name} never satisfied the condition; last {value}")
+
+
+def test_two_workers_share_the_load_and_the_model(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    s1 = settings_for(broker.url, tmp_path / "state-1", partitions=4)
+    s2 = clone(s1, tmp_path / "state-2")
+    producer = Producer(s1)
+    for item in catalog(N_ITEMS):
+        producer.send("items", item["item_id"], item)
+    producer.flush()
+    recs = Recorder(s1, f"{s1.topic_prefix}recommendations")
+    w1 = start_worker(s1, tmp_path / "w1.log")
+    w2 = start_worker(s2, tmp_path / "w2.log")
+    sent: list[dict[str, Any]] = []
+    try:
+        w1.wait_ready()
+        w2.wait_ready()
+        # Each worker indexes the whole catalog, whatever partitions it owns.
+        assert w1.metric("promptrec_index_items") == N_ITEMS
+        assert w2.metric("promptrec_index_items") == N_ITEMS
+
+        # Rounds until the group has settled with both workers answering.
+        for n in range(30):
+            ids = send_round(producer, n, sent)
+            recs.wait_for(
+                lambda rs, ids=ids: ids <= {r["source_event_id"] for r in rs}, timeout=120
+            )
+            answered = owners(recs, ids)
+            workers = set().union(*answered.values())
+            if len(workers) == 2 and all(len(w) == 1 for w in answered.values()):
+                break
+        else:
+            raise AssertionError("the two workers never split the partitions")
+        # One more round: the same split, one worker per user.
+        ids = send_round(producer, 100, sent)
+        recs.wait_for(lambda rs: ids <= {r["source_event_id"] for r in rs}, timeout=60)
+        stable = owners(recs, ids)
+        assert stable == answered
+        name = {w: {u for u, ws in stable.items() if w in ws} for w in workers}
+        w1_name = next(w for w in workers if w.endswith(f":{w1.proc.pid}"))  # type: ignore[union-attr]
+        w1_users = sorted(name[w1_name])
+        print(f"split: {len(w1_users)} users on worker 1, {len(USERS) - len(w1_users)} on worker 2")
+
+        # Feedback for worker 1's users only: worker 2 gets the head update through the topic.
+        before = w2.metric("promptrec_model_version")
+        for i, user in enumerate(w1_users * 3):
+            last = [e for e in sent if e["user_id"] == user][-1]
+            f = {
+                "event_id": uuid.uuid4().hex,
+                "user_id": user,
+                "item_id": last["item_id"],
+                "label": i % 2,
+                "ts": now_ms(),
+            }
+            producer.send("feedback", user, f)
+        producer.flush()
+        t0 = time.monotonic()
+        v1 = wait_metric(w1, "promptrec_model_version", lambda v: v > before)
+        t1 = time.monotonic()
+        wait_metric(w2, "promptrec_model_version", lambda v: v >= v1)
+        t2 = time.monotonic()
+        sync_s = t2 - t1  # published on worker 1 -> merged on worker 2
+        feedback_to_peer_s = t2 - t0  # feedback sent -> worker 2's head has the update
+        assert w2.metric("promptrec_model_updates_applied_total") >= 1
+
+        # Kill worker 1: worker 2 takes its partitions and its users' histories.
+        assert w1.proc is not None
+        w1.proc.send_signal(signal.SIGKILL)
+        w1.proc.wait()
+        killed = time.monotonic()
+        ids = send_round(producer, 200, sent)
+        recs.wait_for(lambda rs: ids <= {r["source_event_id"] for r in rs}, timeout=180)
+        takeover_s = time.monotonic() - killed
+        after = owners(recs, ids)
+        assert set().union(*after.values()) == {w for w in workers if w != w1_name}
+        assert w2.alive
+    finally:
+        w1.stop()
+        w2.stop()
+        recs.close()
+        producer.close()
+    print(
+        json.dumps(
+            {
+                "publish_to_peer_s": round(sync_s, 2),
+                "feedback_to_peer_s": round(feedback_to_peer_s, 2),
+                "takeover_s": round(takeover_s, 2),
+            }
+        )
+    )
+    check_histories(s1, sent)
