@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.promptrec-installed
 
-.PHONY: help install run test test-fast lint format clean
+.PHONY: help install run test test-fast lint format clean prometheus
 
 help: ## Show this help
 	@echo "promptrec — streaming recommender on Kafka"
@@ -33,8 +33,22 @@ install: $(STAMP) ## Create the virtualenv (if missing) and install the project
 run: $(STAMP) ## Run the demo: embedded broker + worker + sample stream, live recommendations
 	$(BIN)/promptrec demo
 
-test: $(STAMP) ## Run the whole test suite (unit + integration on the embedded broker)
+test: $(STAMP) prometheus ## Run the whole test suite (unit + integration on the embedded broker)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's `prometheus` package gives `prometheus` and `promtool`, which the dashboard and alert
+# tests (tests/deploy) run. Installed as root (or via passwordless sudo) with apt-get; where that
+# is impossible the target only warns and those tests skip with the same instructions.
+prometheus: ## Install Prometheus + promtool (Debian package) for tests/deploy, if missing
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "make prometheus: not root and no passwordless sudo; run 'sudo apt-get install -y prometheus' (tests/deploy will skip)"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "make prometheus: no apt-get; install Prometheus 2.x (prometheus + promtool on PATH) yourself (tests/deploy will skip)"; exit 0; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$SUDO apt-get install -y --no-install-recommends prometheus \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends prometheus; } \
+	  || echo "make prometheus: apt-get could not install prometheus (tests/deploy will skip)"
 
 test-fast: $(STAMP) ## Run the tests that need no broker and no real model
 	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)

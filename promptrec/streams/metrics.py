@@ -48,10 +48,11 @@ INPUT_TOPICS = ("items", "users", "interactions", "recommendation-requests", "fe
 OUTCOMES = ("ok", "dead_letter", "skipped")
 # Timed stages (promptrec_stage_seconds{stage}): "catalog" is prompt rendering + text encoding +
 # index upsert of a catalog batch; "user" builds user vectors, "search" is the FAISS search,
-# "score" the head forward, "publish" the producer sends, "learn" one online-learning step.
-STAGES = ("decode", "user", "search", "score", "publish", "catalog", "learn")
+# "score" the head forward, "publish" the producer sends, "learn" one online-learning step,
+# "sync" publishing this worker's head update to the model-updates topic.
+STAGES = ("decode", "user", "search", "score", "publish", "catalog", "learn", "sync")
 # Stages whose failures are retried (promptrec_stage_retries_total{stage}).
-RETRY_STAGES = ("encode", "recommend", "learn", "checkpoint")
+RETRY_STAGES = ("encode", "recommend", "learn", "sync", "checkpoint")
 AGENTS = ("catalog", "recommend", "feedback")
 SOURCES = ("interaction", "request")
 STRATEGIES = ("model", "popular")

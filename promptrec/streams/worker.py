@@ -11,6 +11,7 @@ from promptrec.index.settings import IndexSettings
 from promptrec.streams.agents import Pipeline
 from promptrec.streams.app import make_app
 from promptrec.streams.engine import Engine
+from promptrec.streams.health import instrument
 from promptrec.streams.metrics import Metrics
 from promptrec.streams.settings import StreamSettings
 from promptrec.streams.topics import ensure_topics
@@ -39,11 +40,13 @@ def build_worker(
         }
     )
     metrics.model_version.set(engine.head.version)
-    port = metrics.serve(stream.metrics_host, stream.metrics_port)
-    if port:
-        log.info("metrics on http://%s:%d/metrics", stream.metrics_host, port)
     app = make_app(stream)
     pipeline = Pipeline(app, stream, engine, metrics)
+    # Heartbeat, rebalance hooks, lag poller; /healthz and /readyz share the metrics port.
+    health = instrument(app, pipeline)
+    port = metrics.serve(stream.metrics_host, stream.metrics_port, routes=health.routes())
+    if port:
+        log.info("metrics on http://%s:%d/metrics", stream.metrics_host, port)
     worker = faust.Worker(app, loglevel=_LOGLEVEL[stream.log_level], quiet=True)
     return worker, pipeline
 
