@@ -178,6 +178,12 @@ def test_feedback_moves_scores_in_the_direction_of_the_labels(
     deadline = time.monotonic() + 60
     while started.metric("promptrec_feedback_learned_total") < 96 and time.monotonic() < deadline:
         time.sleep(0.3)
+    # The version counts published head updates (at most PROMPTREC_MODEL_SYNC_INTERVAL_S later).
+    while (
+        started.metric("promptrec_model_version") <= before["model_version"]
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
     after = ask(producer, recs, "u-jazz", k=100)
     new = {i["item_id"]: i["score"] for i in after["items"]}
     assert after["model_version"] > before["model_version"]
