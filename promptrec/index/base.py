@@ -2,9 +2,13 @@
 
 Items are string ids; vectors are float32 rows, normally L2-normalised, scored by inner product.
 The authoritative copy of the data is numpy (a capacity-doubling matrix, row <-> id maps and a
-version tag per item); the FAISS structure of an adapter mirrors rows ``0..n-1`` and its labels
-are row numbers. Appending new ids goes straight into FAISS (cheap, so new items are searchable at
-once); replacing or removing rows marks FAISS dirty and it is rebuilt on the next search.
+version tag per item). The FAISS structure of an adapter holds one *label* per vector it was
+given; ``_row_label``/``_label_row`` map between rows and labels. New and replaced vectors are
+appended to FAISS at once (new items are searchable immediately). A replaced or removed row
+leaves its old label behind as a tombstone, filtered out of searches by a FAISS ``IDSelector``
+bitmap, so a catalog update costs one FAISS add instead of a rebuild (an HNSW rebuild takes
+seconds at 20k items and minutes at 1M). FAISS is rebuilt from the rows only when tombstones
+outnumber live labels, or, for adapters whose search cannot filter (GPU), on the next search.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from promptrec.index.settings import IndexSettings
 __all__ = ["SNAPSHOT_FORMAT", "CandidateIndex"]
 
 SNAPSHOT_FORMAT = "promptrec-index-v1"
+_TIE_MARGIN = 8  # extra FAISS hits fetched per query to settle ties at the top-k cut
 
 
 class CandidateIndex(abc.ABC):
@@ -42,8 +47,12 @@ class CandidateIndex(abc.ABC):
         self._ids: list[str] = []  # row -> id
         self._rows: dict[str, int] = {}  # id -> row
         self._tags: dict[str, str] = {}
-        self._dirty = False
-        self._synced = 0  # rows 0.._synced-1 are in the FAISS structure
+        self._row_label = np.full(16, -1, dtype=np.int64)  # (capacity,) FAISS label of a row
+        self._label_row = np.full(16, -1, dtype=np.int64)  # (labels,) row of a label; -1 dead
+        self._live = np.zeros(2, dtype=np.uint8)  # bitmap of live labels (IDSelectorBitmap)
+        self._ntotal = 0  # labels handed to FAISS
+        self._dead = 0  # tombstoned labels among them
+        self._dirty = False  # FAISS must be rebuilt from the rows before the next search
 
     # -- what an adapter provides ------------------------------------------------------------
 
@@ -61,8 +70,19 @@ class CandidateIndex(abc.ABC):
         """Append rows (n, dim) to the FAISS structure (labels continue from its size)."""
 
     @abc.abstractmethod
-    def _search_backend(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """One FAISS search: (scores (b, k) float32, rows (b, k) int64, -1 where missing)."""
+    def _search_backend(
+        self, queries: np.ndarray, k: int, live: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One FAISS search: (scores (b, k) float32, labels (b, k) int64, -1 where missing).
+
+        ``live`` is the bitmap of live labels when there are tombstones (None otherwise); only
+        adapters with :attr:`filters_labels` get one.
+        """
+
+    @property
+    def filters_labels(self) -> bool:
+        """Whether searches can skip tombstoned labels (else replacements trigger a rebuild)."""
+        return True
 
     # -- the interface -----------------------------------------------------------------------
 
@@ -92,24 +112,23 @@ class CandidateIndex(abc.ABC):
         vectors = self._check(vectors, len(ids), "vectors")
         if tags is not None and len(tags) != len(ids):
             raise ValueError(f"{len(tags)} tags for {len(ids)} ids")
-        start = len(self._ids)
+        new = sum(1 for i in set(ids) if i not in self._rows)
+        self._grow(len(self._ids) + new)  # once per call, not per item
+        changed: dict[int, None] = {}  # rows whose vector changed, in order, once each
         for i, item_id in enumerate(ids):
             row = self._rows.get(item_id)
             if row is None:
                 row = len(self._ids)
-                self._grow(row + 1)
                 self._ids.append(item_id)
                 self._rows[item_id] = row
-            elif row < self._synced:
-                self._dirty = True  # an indexed row changed: FAISS must be rebuilt
             self._vecs[row] = vectors[i]
+            changed[row] = None
             if tags is not None:
                 self._tags[item_id] = tags[i]
             else:
                 self._tags.pop(item_id, None)
-        if not self._dirty and start == self._synced and len(self._ids) > start:
-            self._add_backend(self._vecs[start : len(self._ids)])
-            self._synced = len(self._ids)
+        if changed:
+            self._append_labels(np.fromiter(changed, dtype=np.int64, count=len(changed)))
 
     def remove_many(self, ids: Sequence[str]) -> int:
         """Remove items; unknown ids are ignored. Returns how many were removed."""
@@ -119,17 +138,21 @@ class CandidateIndex(abc.ABC):
             if row is None:
                 continue
             self._tags.pop(item_id, None)
+            self._kill(int(self._row_label[row]))
             last = len(self._ids) - 1
             if row != last:
-                # Keep rows dense: the last row moves into the hole.
+                # Keep rows dense: the last row (and its FAISS label) moves into the hole.
                 moved = self._ids[last]
                 self._vecs[row] = self._vecs[last]
                 self._ids[row] = moved
                 self._rows[moved] = row
+                label = int(self._row_label[last])
+                self._row_label[row] = label
+                if label >= 0:
+                    self._label_row[label] = row
+            self._row_label[last] = -1
             self._ids.pop()
             removed += 1
-        if removed:
-            self._dirty = True
         return removed
 
     def get_many(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -158,20 +181,31 @@ class CandidateIndex(abc.ABC):
             return [[] for _ in range(b)]
         self._sync()
         extra = max((len(e) for e in exclude), default=0) if exclude else 0
-        scores, rows = self._search_backend(queries, min(k + extra, n))
+        live = self._live if self._dead else None
+        # A few spare hits, so that equal scores at the cut are decided by id below, not by
+        # where FAISS happened to store the vectors (the same after a snapshot round trip).
+        scores, labels = self._search_backend(queries, min(k + extra + _TIE_MARGIN, n), live)
+        tied = ((np.diff(scores, axis=1) == 0) & (labels[:, 1:] >= 0)).any(axis=1).tolist()
+        # Labels -> rows in one vectorised step; plain lists make the per-hit loop cheap.
+        rows = np.where(labels >= 0, self._label_row[np.maximum(labels, 0)], -1).tolist()
+        score_lists = scores.tolist()
+        ids = self._ids
         out: list[list[tuple[str, float]]] = []
         for q in range(b):
             skip = exclude[q] if exclude else ()
+            want = -1 if tied[q] else k  # with ties: collect all, sort, then cut
             hits: list[tuple[str, float]] = []
-            for score, row in zip(scores[q], rows[q], strict=True):
+            for score, row in zip(score_lists[q], rows[q], strict=True):
                 if row < 0:
                     continue
-                item_id = self._ids[row]
+                item_id = ids[row]
                 if item_id in skip:
                     continue
-                hits.append((item_id, float(score)))
-                if len(hits) == k:
+                hits.append((item_id, score))
+                if len(hits) == want:
                     break
+            if tied[q]:
+                hits = sorted(hits, key=lambda h: (-h[1], h[0]))[:k]
             out.append(hits)
         return out
 
@@ -180,14 +214,20 @@ class CandidateIndex(abc.ABC):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+        n = len(self._ids)
+        labels = self._row_label[:n]
+        # Rows in FAISS label order: a restored index (labels 0..n-1 in file order) then breaks
+        # score ties exactly like this one.
+        order = np.argsort(labels, kind="stable") if n and labels.min() >= 0 else np.arange(n)
+        ids = [self._ids[r] for r in order.tolist()]
         try:
-            np.save(tmp / "vectors.npy", self._vecs[: len(self._ids)], allow_pickle=False)
+            np.save(tmp / "vectors.npy", self._vecs[order], allow_pickle=False)
             meta = {
                 "format": SNAPSHOT_FORMAT,
                 "kind": self.kind,
                 "dim": self._dim,
-                "ids": self._ids,
-                "tags": [self._tags.get(i) for i in self._ids],
+                "ids": ids,
+                "tags": [self._tags.get(i) for i in ids],
             }
             (tmp / "meta.json").write_text(json.dumps(meta))
             old = path.with_name(f".{path.name}.old")
@@ -224,19 +264,71 @@ class CandidateIndex(abc.ABC):
 
     def _grow(self, rows: int) -> None:
         if rows > self._vecs.shape[0]:
-            bigger = np.zeros((max(rows, 2 * self._vecs.shape[0]), self._dim), dtype=np.float32)
+            size = max(rows, 2 * self._vecs.shape[0])
+            bigger = np.zeros((size, self._dim), dtype=np.float32)
             bigger[: len(self._ids)] = self._vecs[: len(self._ids)]
             self._vecs = bigger
+            row_label = np.full(size, -1, dtype=np.int64)
+            row_label[: len(self._ids)] = self._row_label[: len(self._ids)]
+            self._row_label = row_label
+
+    def _kill(self, label: int) -> None:
+        """Tombstone a FAISS label (or schedule a rebuild when searches cannot filter)."""
+        if label < 0:
+            return
+        self._label_row[label] = -1
+        self._live[label >> 3] &= np.uint8(0xFF ^ (1 << (label & 7)))
+        self._dead += 1
+        if not self.filters_labels:
+            self._dirty = True
+
+    def _append_labels(self, rows: np.ndarray) -> None:
+        """Give ``rows`` (whose vectors changed) fresh FAISS labels; old labels become dead."""
+        for label in self._row_label[rows].tolist():
+            self._kill(label)
+        if self._dirty:
+            self._row_label[rows] = -1  # added by the rebuild on the next search
+            return
+        start, end = self._ntotal, self._ntotal + len(rows)
+        if end > len(self._label_row):
+            size = max(end, 2 * len(self._label_row))
+            label_row = np.full(size, -1, dtype=np.int64)
+            label_row[:start] = self._label_row[:start]
+            self._label_row = label_row
+            live = np.zeros((size + 7) // 8, dtype=np.uint8)
+            live[: len(self._live)] = self._live
+            self._live = live
+        self._add_backend(self._vecs[rows])  # (len(rows), dim)
+        self._label_row[start:end] = rows
+        self._row_label[rows] = np.arange(start, end, dtype=np.int64)
+        self._set_live(start, end)
+        self._ntotal = end
+
+    def _set_live(self, start: int, end: int) -> None:
+        """Set bits ``start..end-1`` of the live bitmap (bit ``i & 7`` of byte ``i >> 3``)."""
+        live = self._live
+        i = start
+        while i < end and i & 7:
+            live[i >> 3] |= np.uint8(1 << (i & 7))
+            i += 1
+        full = i + (end - i) // 8 * 8
+        live[i >> 3 : full >> 3] = 0xFF
+        for j in range(full, end):
+            live[j >> 3] |= np.uint8(1 << (j & 7))
 
     def _sync(self) -> None:
+        """Rebuild FAISS from the rows when flagged, or when tombstones outnumber live labels."""
+        if not self._dirty and self._dead <= max(1024, self._ntotal // 2):
+            return
         n = len(self._ids)
-        if self._dirty:
-            self._reset_backend()
-            self._synced = 0
-            self._dirty = False
-        if self._synced < n:
-            self._add_backend(self._vecs[self._synced : n])
-            self._synced = n
+        self._reset_backend()
+        self._ntotal = self._dead = 0
+        self._live[:] = 0
+        self._label_row[:] = -1
+        self._row_label[:] = -1
+        self._dirty = False
+        if n:
+            self._append_labels(np.arange(n, dtype=np.int64))
 
 
 def read_snapshot(path: Path) -> tuple[dict[str, Any], np.ndarray]:

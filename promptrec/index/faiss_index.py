@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -10,6 +11,9 @@ import numpy as np
 from promptrec.index.base import CandidateIndex, read_snapshot
 from promptrec.index.exceptions import SnapshotError
 from promptrec.index.settings import IndexSettings
+
+# The search-parameter classes are missing from FAISS's type stubs.
+_faiss: Any = faiss
 
 __all__ = ["FlatIndex", "HNSWIndex", "create_index", "faiss_gpu_count", "restore_index"]
 
@@ -50,16 +54,33 @@ class FlatIndex(CandidateIndex):
     def _add_backend(self, vectors: np.ndarray) -> None:
         self._index.add(np.ascontiguousarray(vectors))
 
-    def _search_backend(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, rows = self._index.search(queries, k)
-        return scores, rows
+    @property
+    def filters_labels(self) -> bool:
+        # GPU flat indexes take no IDSelector; a rebuild there is one host-to-device copy.
+        return not self._gpu
+
+    def _search_backend(
+        self, queries: np.ndarray, k: int, live: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if live is None:
+            scores, labels = self._index.search(queries, k)
+        else:
+            params = _faiss.SearchParameters(sel=_selector(self._index.ntotal, live))
+            scores, labels = self._index.search(queries, k, params=params)
+        return scores, labels
+
+
+def _selector(ntotal: int, live: np.ndarray) -> faiss.IDSelector:
+    """An IDSelector over the live-label bitmap (the caller keeps ``live`` alive)."""
+    return faiss.IDSelectorBitmap(ntotal, faiss.swig_ptr(live))
 
 
 class HNSWIndex(CandidateIndex):
     """Approximate graph search (``IndexHNSWFlat``, inner product) on the CPU.
 
-    HNSW cannot delete, so a replaced or removed item triggers a rebuild on the next search;
-    appends are incremental.
+    HNSW cannot delete: a replaced or removed item's old node stays in the graph (it still helps
+    navigation) and is filtered out of results; the graph is rebuilt only when such dead nodes
+    outnumber the live ones. Appends are incremental.
     """
 
     kind = "hnsw"
@@ -80,10 +101,18 @@ class HNSWIndex(CandidateIndex):
     def _add_backend(self, vectors: np.ndarray) -> None:
         self._index.add(np.ascontiguousarray(vectors))
 
-    def _search_backend(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        self._index.hnsw.efSearch = max(self.settings.hnsw_ef_search, k)  # type: ignore[attr-defined]
-        scores, rows = self._index.search(queries, k)
-        return scores, rows
+    def _search_backend(
+        self, queries: np.ndarray, k: int, live: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ef = max(self.settings.hnsw_ef_search, k)
+        if live is None:
+            params = _faiss.SearchParametersHNSW(efSearch=ef)
+        else:
+            params = _faiss.SearchParametersHNSW(
+                sel=_selector(self._index.ntotal, live), efSearch=ef
+            )
+        scores, labels = self._index.search(queries, k, params=params)
+        return scores, labels
 
 
 _KINDS: dict[str, type[CandidateIndex]] = {"flat": FlatIndex, "hnsw": HNSWIndex}

@@ -1,0 +1,68 @@
+"""The encoder, pipeline and freshness benchmarks end to end, at tiny sizes with the tiny model.
+
+These check the structure of the JSON output and that the counts are consistent (every event
+sent gets exactly one recommendation); they assert nothing about speed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from promptrec.streams.cli import main
+
+
+def test_encoder_bench_tiny(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "encoder.json"
+    code = main([
+        "bench", "encoder", "--texts", "48", "--batch-sizes", "8,32", "--devices", "cpu",
+        "--model-dir", str(tiny_model_dir), "--out", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "encoder" and doc["example_text"].startswith("Item: ")
+    assert [p["batch_size"] for p in doc["points"]] == [8, 32]
+    for p in doc["points"]:
+        assert p["device"] == "cpu" and p["texts"] == 48 and p["texts_per_s"] > 0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_pipeline_bench_tiny(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.json"
+    code = main([
+        "bench", "pipeline", "--items", "60", "--users", "20", "--events", "300",
+        "--rate", "MAX,300", "--partitions", "2", "--model-dir", str(tiny_model_dir),
+        "--idle-timeout", "20", "--out", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["catalog"]["items"] == 60 and doc["catalog"]["user_profiles"] == 20
+    assert [r["rate"] for r in doc["runs"]] == ["MAX", 300.0]
+    for r in doc["runs"]:
+        assert r["events_sent"] == 300
+        assert r["recommendations"] == 300 and r["missing"] == 0
+        assert r["duplicate_recommendations"] == 0
+        lat = r["latency_ms"]
+        assert lat["n"] == 300 and 0 <= lat["p50"] <= lat["p99"] <= lat["max"]
+        assert r["worker_cpu_s"] > 0 and r["throughput_eps"] > 0
+        assert 0 < r["worker_rss_mb"]["final"] <= r["worker_rss_mb"]["peak"]
+        assert r["worker_stages"]["batches"]["recommend"]["events"] >= 300
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_freshness_bench_tiny(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "freshness.json"
+    code = main([
+        "bench", "freshness", "--items", "60", "--users", "20", "--rate", "100",
+        "--trials", "3", "--gap", "0.2", "--partitions", "2",
+        "--model-dir", str(tiny_model_dir), "--out", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["missed"] == 0 and doc["freshness_s"]["n"] == 3
+    assert 0 < doc["freshness_s"]["p50"] <= doc["freshness_s"]["max"] < 15
+    assert doc["background_latency_ms"]["n"] > 0
