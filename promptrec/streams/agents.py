@@ -31,12 +31,11 @@ from promptrec.streams.learner import OnlineLearner
 from promptrec.streams.metrics import Metrics
 from promptrec.streams.model_reader import ModelUpdateReader
 from promptrec.streams.model_sync import HeadSync
+from promptrec.streams.publisher import RecommendationPublisher, recommendation_json
 from promptrec.streams.recommend import Query, Recommender
 from promptrec.streams.schemas import (
     DeadLetter,
     Limits,
-    Recommendation,
-    ScoredItem,
     decode_feedback,
     decode_interaction,
     decode_request,
@@ -94,6 +93,8 @@ class Pipeline:
         self.input_topic = app.topic(n.interactions, n.requests, **raw)
         self.feedback_topic = app.topic(n.feedback, **raw)
         self.recs_topic = app.topic(n.recommendations, **raw)
+        self.publisher = RecommendationPublisher(settings, n.recommendations)
+        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         self.dead_topic = app.topic(n.dead_letter, **raw)
         self.model_topic = app.topic(n.model_updates, **raw)
         self.history = app.Table(
@@ -176,9 +177,23 @@ class Pipeline:
         t0 = time.perf_counter()
         now_ms = int(time.time() * 1000)
         max_ts = self.limits.max_ts(now_ms)
+        settings = self.settings
         queries: list[Query] = []
         sources: list[tuple[faust.EventT, str, str, int]] = []
         clicked: list[str] = []
+        dead: list[tuple[str, Any, ReasonCode, str]] = []
+        # One history read and one changelog write per user per batch. No await happens between
+        # the reads and the writes, so the feedback agent never interleaves with them.
+        hists: dict[str, UserHistory] = {}
+        changed: dict[str, faust.EventT] = {}
+        ok = Counter[str]()
+
+        def history(user_id: str) -> UserHistory:
+            hist = hists.get(user_id)
+            if hist is None:
+                hist = hists[user_id] = UserHistory.from_value(self.history.get(user_id))
+            return hist
+
         for event in events:
             msg = event.message
             topic = self._logical[msg.topic]
@@ -189,17 +204,12 @@ class Pipeline:
                         raise InvalidEvent(
                             ReasonCode.unknown_item, f"item {e.item_id!r} not in the catalog"
                         )
-                    hist = UserHistory.from_value(self.history.get(e.user_id))
+                    hist = history(e.user_id)
                     position = f"{msg.partition}:{msg.offset}"
                     seen_at = hist.position_of(e.event_id)
                     if seen_at is None:
-                        hist.append(
-                            e.event_id, e.item_id, e.ts, self.settings.history_len, position
-                        )
-                        # Table writes go to the changelog partition of the *current* event; in
-                        # a batch that must be this event, not the batch's last one.
-                        _current_event.set(weakref.ref(event))
-                        self.history[e.user_id] = hist.to_value()
+                        hist.append(e.event_id, e.item_id, e.ts, settings.history_len, position)
+                        changed[e.user_id] = event
                         clicked.append(e.item_id)
                     elif seen_at != position:
                         raise InvalidEvent(
@@ -211,30 +221,30 @@ class Pipeline:
                         # its recommendation may not have been published, so answer again.
                         m.redeliveries.inc()
                     user_id, k, source, source_id, ts = (
-                        e.user_id,
-                        self.settings.top_k,
-                        "interaction",
-                        e.event_id,
-                        e.ts,
-                    )
+                        e.user_id, settings.top_k, "interaction", e.event_id, e.ts
+                    )  # fmt: skip
                 else:
                     r = decode_request(msg.value, self.limits, max_ts=max_ts)
-                    hist = UserHistory.from_value(self.history.get(r.user_id))
+                    hist = history(r.user_id)
                     user_id, k, source, source_id, ts = (
-                        r.user_id,
-                        r.k or self.settings.top_k,
-                        "request",
-                        r.request_id,
-                        r.ts,
-                    )
+                        r.user_id, r.k or settings.top_k, "request", r.request_id, r.ts
+                    )  # fmt: skip
             except InvalidEvent as exc:
-                await self._dead(topic, msg, exc.reason, exc.detail)
+                dead.append((topic, msg, exc.reason, exc.detail))
                 continue
-            m.events.labels(topic, "ok").inc()
-            recent = hist.recent(self.settings.recent_items)
-            queries.append(Query(user_id, recent, hist.item_set(), k))
+            ok[topic] += 1
+            queries.append(Query(user_id, hist.recent(settings.recent_items), hist.item_set(), k))
             sources.append((event, source, source_id, ts))
+        for user_id, event in changed.items():
+            # Table writes go to the changelog partition of the *current* event: an event of
+            # this user (same key, same partition), not the batch's last one.
+            _current_event.set(weakref.ref(event))
+            self.history[user_id] = hists[user_id].to_value()
+        for topic, count in ok.items():
+            m.events.labels(topic, "ok").inc(count)
         m.stage_latency.labels("decode").observe(time.perf_counter() - t0)
+        for topic, msg, reason, detail in dead:
+            await self._dead(topic, msg, reason, detail)
         if not queries:
             return
 
@@ -255,26 +265,41 @@ class Pipeline:
             m.stage_latency.labels(stage).observe(seconds)
         t1 = time.perf_counter()
         version = self.engine.head.version
-        generated = int(time.time() * 1000)
+        now = time.time()
+        generated = int(now * 1000)
+        records: list[tuple[bytes, bytes]] = []
+        strategies = Counter[tuple[str, str]]()
         for i, (query, (_event, source, source_id, ts)) in enumerate(
             zip(queries, sources, strict=True)
         ):
-            rec = Recommendation(
-                recommendation_id=uuid.uuid4().hex,
-                user_id=query.user_id,
-                items=[ScoredItem(item_id=item, score=score) for item, score in batch.items[i]],
-                model_version=version,
-                source=source,
-                source_event_id=source_id,
-                source_ts=ts,
-                generated_at=generated,
-                worker=self.worker_name,
+            rec_id = uuid.uuid4().hex
+            records.append(
+                (
+                    query.user_id.encode(),
+                    recommendation_json(
+                        rec_id,
+                        query.user_id,
+                        batch.items[i],
+                        version,
+                        source,
+                        source_id,
+                        ts,
+                        generated,
+                        self.worker_name,
+                    ),
+                )
             )
-            await self.recs_topic.send(key=query.user_id.encode(), value=to_json_bytes(rec))
             if batch.strategies[i] == "model":
-                self.learner.remember(rec.recommendation_id, batch.users[i])
-            m.recommendations.labels(source, batch.strategies[i]).inc()
-            m.e2e_latency.observe(max(0.0, time.time() - ts / 1000.0))
+                self.learner.remember(rec_id, batch.users[i])
+            strategies[source, batch.strategies[i]] += 1
+        retries = await self.publisher.publish_many(records)
+        if retries:
+            m.retries.labels("publish").inc(retries)
+        now = time.time()
+        for (source, strategy), count in strategies.items():
+            m.recommendations.labels(source, strategy).inc(count)
+        for _event, _source, _id, ts in sources:
+            m.e2e_latency.observe(max(0.0, now - ts / 1000.0))
         m.stage_latency.labels("publish").observe(time.perf_counter() - t1)
 
     async def _feedback_batch(self, events: Sequence[faust.EventT]) -> None:
@@ -393,6 +418,9 @@ class Pipeline:
         self.metrics.refresh_process()
 
     # -- helpers ------------------------------------------------------------------------------
+
+    async def _on_shutdown(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        await self.publisher.stop()
 
     async def _wait_ready(self) -> None:
         timeout = self.settings.catalog_ready_timeout_s

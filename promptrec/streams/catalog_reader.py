@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
@@ -20,7 +20,7 @@ from promptrec.streams.catalog import CatalogRecord
 from promptrec.streams.settings import StreamSettings
 from promptrec.streams.topics import TopicNames
 
-__all__ = ["CatalogReader", "TopicFollower", "aiokafka_config"]
+__all__ = ["CatalogReader", "TopicFollower", "aiokafka_config", "make_aio_producer"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,17 @@ def aiokafka_config(settings: StreamSettings) -> dict[str, Any]:
         if settings.sasl_password is not None:
             config["sasl_plain_password"] = settings.sasl_password.get_secret_value()
     return config
+
+
+def make_aio_producer(settings: StreamSettings, **overrides: Any) -> AIOKafkaProducer:
+    """An aiokafka producer with the security settings (not started); ``overrides`` win."""
+    options: dict[str, Any] = {
+        "client_id": f"{settings.effective_app_id}-publisher",
+        "acks": "all",
+        **aiokafka_config(settings),
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
 
 
 class TopicFollower:

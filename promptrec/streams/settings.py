@@ -115,6 +115,12 @@ class StreamSettings(BaseSettings):
         le=60000,
         description="Longest a consumer fetch waits on the broker (bounds idle latency).",
     )
+    recommendations_batch_bytes: int = Field(
+        default=262144,
+        ge=1,
+        description="Batch size of the recommendations producer (its own producer: batching it "
+        "is safe on the embedded broker, unlike the changelog's).",
+    )
     producer_batch_bytes: int = Field(
         default=1,
         ge=1,

@@ -368,3 +368,18 @@ def test_limits_from_settings() -> None:
     )
     assert limits.max_ts(10) == 1510
     assert limits.bytes_for(ItemEvent) == 5000 and limits.bytes_for(FeedbackEvent) == 1000
+
+
+def test_fast_recommendation_json_matches_the_schema() -> None:
+    import json as _json
+
+    from promptrec.streams.publisher import recommendation_json
+    from promptrec.streams.schemas import Recommendation
+
+    raw = recommendation_json(
+        "rec-1", "user-é", [("i1", 0.5), ("i2", -1.25)], 3, "interaction", "e1", 1767225600000,
+        1767225600012, "host:1",
+    )  # fmt: skip
+    rec = Recommendation.model_validate_json(raw)
+    assert rec.user_id == "user-é" and [i.item_id for i in rec.items] == ["i1", "i2"]
+    assert _json.loads(raw) == _json.loads(rec.model_dump_json())

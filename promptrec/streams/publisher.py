@@ -1,0 +1,106 @@
+"""Publishing recommendations: JSON built once per batch, sent by a batching producer.
+
+The worker's Faust producer must send one record per batch on the embedded broker (its end
+offsets count batches, which would break changelog recovery), but the recommendations topic has
+no such constraint, so it gets its own aiokafka producer with real batches. A batch of
+recommendations is awaited until the broker has acknowledged it, before the agent acknowledges
+the input events; Faust commits offsets only after that, which keeps delivery at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from kafka.errors import KafkaError
+
+from promptrec.streams.catalog_reader import make_aio_producer
+from promptrec.streams.settings import StreamSettings
+
+__all__ = ["RecommendationPublisher", "recommendation_json"]
+
+log = logging.getLogger(__name__)
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def recommendation_json(
+    recommendation_id: str,
+    user_id: str,
+    items: Sequence[tuple[str, float]],
+    model_version: int,
+    source: str,
+    source_event_id: str,
+    source_ts: int,
+    generated_at: int,
+    worker: str,
+) -> bytes:
+    """One ``recommendations`` record (the :class:`~promptrec.streams.schemas.Recommendation`
+    schema), serialised without building a pydantic model on the hot path."""
+    return _dumps(
+        {
+            "recommendation_id": recommendation_id,
+            "user_id": user_id,
+            "items": [{"item_id": item, "score": score} for item, score in items],
+            "model_version": model_version,
+            "source": source,
+            "source_event_id": source_event_id,
+            "source_ts": source_ts,
+            "generated_at": generated_at,
+            "worker": worker,
+        }
+    ).encode("utf-8")
+
+
+class RecommendationPublisher:
+    """Sends batches of keyed records to one topic and waits for the broker's acks.
+
+    A failed send is retried with backoff until it succeeds: the input events stay unacknowledged
+    meanwhile, so nothing is lost, and a broker outage shows as latency, not as missing answers.
+    """
+
+    def __init__(self, settings: StreamSettings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = make_aio_producer(
+                    self.settings,
+                    linger_ms=0,  # records queue up while a request is in flight anyway
+                    max_batch_size=self.settings.recommendations_batch_bytes,
+                )
+                await producer.start()
+                self._producer = producer
+            return self._producer
+
+    async def publish_many(self, records: Sequence[tuple[bytes, bytes]]) -> int:
+        """Send ``(key, value)`` records; returns the number of retries it took."""
+        delay = 0.1
+        retries = 0
+        while True:
+            try:
+                producer = await self._started()
+                futures = [
+                    await producer.send(self.topic, value=value, key=key) for key, value in records
+                ]
+                await asyncio.gather(*futures)
+                return retries
+            except KafkaError as exc:
+                retries += 1
+                log.warning("publishing %d recommendations failed (%r); retry in %.1f s",
+                            len(records), exc, delay)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def stop(self) -> None:
+        """Flush and close the producer."""
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
