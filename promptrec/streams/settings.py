@@ -115,6 +115,13 @@ class StreamSettings(BaseSettings):
         le=60000,
         description="Longest a consumer fetch waits on the broker (bounds idle latency).",
     )
+    compute_threads: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="torch/FAISS threads of the per-event path (head, search, learning); "
+        "catalog encoding uses PROMPTREC_ENCODER_TORCH_THREADS (0 = all cores).",
+    )
     recommendations_batch_bytes: int = Field(
         default=262144,
         ge=1,
