@@ -40,6 +40,13 @@ class EncoderSettings(BaseSettings):
     learning_rate: float = Field(
         default=1e-2, gt=0, description="Online learning rate of the head."
     )
+    checkpoint: Path | None = Field(
+        default=None,
+        description=(
+            "Trained model from `promptrec train` (safetensors); the worker then indexes adapted "
+            "item vectors and builds user vectors with the sequence model."
+        ),
+    )
     torch_threads: int = Field(
         default=0, ge=0, description="torch CPU threads; 0 keeps torch's default."
     )

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from promptrec.encoder.features import render_fields
 from promptrec.streams.engine import Engine
 from promptrec.streams.exceptions import InvalidEvent, ReasonCode
 from promptrec.streams.schemas import Limits, decode_item, decode_user
@@ -54,6 +55,8 @@ class CatalogUpdater:
         self._user_prompt = settings.user_prompt
         self._max_chars = settings.max_text_chars
         self._model_tag = f"{engine.encoder.model_dir.name}:{engine.encoder.max_length}"
+        if engine.model_tag:  # adapted vectors depend on the checkpoint too
+            self._model_tag += f":{engine.model_tag}"
         # Ids seen during the start-up replay; ids restored from a snapshot but absent from the
         # topic were deleted while the worker was down (and their tombstones compacted away).
         self._replayed_items: set[str] | None = set()
@@ -82,9 +85,10 @@ class CatalogUpdater:
             vectors = self.engine.encoder.encode_many(texts)
             n_items = len(item_todo)
             if item_todo:
-                self.engine.index.upsert_many(
-                    [i for i, _, _ in item_todo], vectors[:n_items], [h for _, _, h in item_todo]
-                )
+                ids = [i for i, _, _ in item_todo]
+                # (n_items, index dim): adapted by the trained model when there is one.
+                item_vecs = self.engine.item_vectors(vectors[:n_items], ids)
+                self.engine.index.upsert_many(ids, item_vecs, [h for _, _, h in item_todo])
             if user_todo:
                 self.engine.profiles.upsert_many(
                     [u for u, _, _ in user_todo], vectors[n_items:], [h for _, _, h in user_todo]
@@ -142,8 +146,8 @@ class CatalogUpdater:
             drop_users.discard(user.user_id)
 
     def _render(self, name: str, fields: dict[str, Any], attributes: Mapping[str, Any]) -> str:
-        merged = {**attributes, **fields, "attributes": dict(attributes)}
-        text = self.engine.prompts.render(name, merged, max_chars=self._max_chars)
+        # The same rendering as offline training (promptrec.encoder.features).
+        text = render_fields(self.engine.prompts, name, fields, attributes, self._max_chars)
         if not text.strip():
             raise InvalidEvent(ReasonCode.empty_text, f"prompt {name!r} rendered empty text")
         return text

@@ -61,7 +61,7 @@ class Recommender:
             histories.append(vectors[rows] if rows else vectors[:0])
         profile_vecs, has_profile = engine.profiles.get_many(list(user_ids))
         profiles = [profile_vecs[i] if has_profile[i] else None for i in range(len(user_ids))]
-        return engine.tower.build_many(histories, profiles)
+        return engine.build_users(histories, profiles)
 
     def recommend_many(self, queries: Sequence[Query]) -> RecommendBatch:
         """Top-k items per query, seen items excluded."""
