@@ -105,20 +105,23 @@ class Recommender:
             return
         flat = [item for cands in candidates for item, _ in cands]
         flat_vecs, _ = self.engine.index.get_many(flat)  # (total, dim)
-        dim = users.shape[1]
-        # (b, width, dim) padded with zeros; padded slots are masked to -inf after scoring.
-        batch = np.zeros((len(rows), width, dim), dtype=np.float32)
-        mask = np.zeros((len(rows), width), dtype=bool)
-        start = 0
-        for j, cands in enumerate(candidates):
-            n = len(cands)
-            batch[j, :n] = flat_vecs[start : start + n]
-            mask[j, :n] = True
-            start += n
+        counts = np.fromiter((len(c) for c in candidates), dtype=np.int64, count=len(candidates))
+        # (b, width) mask of real candidates; padded slots are zero vectors scored as -inf.
+        mask = np.arange(width)[None, :] < counts[:, None]
+        batch = np.zeros((len(rows), width, users.shape[1]), dtype=np.float32)
+        batch[mask] = flat_vecs  # row-major mask order == the flat candidate order
         scores = self.engine.head.score_many(users[rows], batch)  # (b, width) logits
         scores = np.where(mask, scores, -np.inf)
-        for j, i in enumerate(rows):
-            k = min(queries[i].k, int(mask[j].sum()))
-            top = np.argpartition(-scores[j], k - 1)[:k] if k < width else np.arange(width)
-            top = top[np.argsort(-scores[j, top], kind="stable")]
-            results[i] = [(candidates[j][t][0], float(scores[j, t])) for t in top if mask[j, t]][:k]
+        # One partial sort for the whole batch: the best kmax per row, then exact order.
+        kmax = min(max(queries[int(i)].k for i in rows), width)
+        if kmax < width:
+            top = np.argpartition(-scores, kmax - 1, axis=1)[:, :kmax]
+        else:
+            top = np.broadcast_to(np.arange(width), (len(rows), width))
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1).tolist()
+        score_lists = scores.tolist()
+        for j, i in enumerate(rows.tolist()):
+            k = min(queries[i].k, int(counts[j]))
+            cands, row_scores = candidates[j], score_lists[j]
+            results[i] = [(cands[t][0], row_scores[t]) for t in top[j][:k]]
