@@ -148,7 +148,11 @@ class Pipeline:
                     if count:
                         self.metrics.events.labels(topic, "ok").inc(count)
             if any(r.marker for r in records):
-                removed = await self._run("encode", self.updater.finish_replay)
+                try:
+                    removed = await self._run("encode", self.updater.finish_replay)
+                except StageFailed:  # stale items stay until the next restart; serve anyway
+                    log.exception("dropping stale catalog items failed")
+                    removed = 0
                 log.info(
                     "catalog ready: %d items (%d stale removed)", len(self.engine.index), removed
                 )
