@@ -54,8 +54,25 @@ class _HeadNet(torch.nn.Module):
         h = F.relu(F.linear(product * self.dim, self.w1, self.b1))  # (..., hidden)
         return self.a * cos + h @ self.w2 + self.b  # (...,) logits
 
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for ``(b, dim)`` users against ``(b, n, dim)`` items -> ``(b, n)``.
 
-def _tensor(name: str, array: np.ndarray, shape: tuple[int | None, ...]) -> torch.Tensor:
+        Same function, reassociated: ``W1 (u * v) = (W1 * u) v``, so one batched matmul per
+        user replaces the ``(b, n, dim)`` elementwise product, and the cosine rides along as
+        one more output column.
+        """
+        # (b, hidden + 1, dim): the interaction layer scaled by each user, then the user itself.
+        per_user = torch.cat(
+            [(self.w1 * self.dim)[None, :, :] * users[:, None, :], users[:, None, :]], dim=1
+        )
+        z = torch.bmm(items, per_user.transpose(1, 2))  # (b, n, hidden + 1)
+        h = F.relu(z[..., :-1] + self.b1)  # (b, n, hidden)
+        return self.a * z[..., -1] + h @ self.w2 + self.b  # (b, n) logits
+
+
+def _tensor(
+    name: str, array: np.ndarray, shape: tuple[int | None, ...], *, check: bool = True
+) -> torch.Tensor:
     """Checks shape (``None`` = any size) and finiteness; returns a float32 CPU tensor."""
     x = np.asarray(array, dtype=np.float32)
     # ndim is compared first, so the zip below always pairs every axis.
@@ -64,7 +81,7 @@ def _tensor(name: str, array: np.ndarray, shape: tuple[int | None, ...]) -> torc
     ):
         want = tuple("*" if s is None else s for s in shape)
         raise ValueError(f"{name} must have shape {want}, got {x.shape}")
-    if not np.isfinite(x).all():
+    if check and not np.isfinite(x).all():
         raise ValueError(f"{name} holds non-finite values")
     return torch.from_numpy(np.ascontiguousarray(x))
 
@@ -125,23 +142,25 @@ class ScoringHead:
         """Number of learning steps taken (restored by :meth:`load`)."""
         return self._version
 
-    def score_many(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def score_many(self, users: np.ndarray, items: np.ndarray, *, check: bool = True) -> np.ndarray:
         """Logits of ``n`` candidate items for each of ``b`` users, in one forward pass.
 
         Args:
             users: ``(b, dim)`` user vectors.
             items: ``(b, n, dim)`` candidate item vectors per user.
+            check: Check that every value is finite. The recommender passes False for vectors
+                that come from the index, which checked them on the way in.
 
         Returns:
             ``(b, n)`` float32 logits.
 
         Raises:
-            ValueError: Shapes disagree or a value is not finite.
+            ValueError: Shapes disagree or (with ``check``) a value is not finite.
         """
-        u = _tensor("users", users, (None, self._dim))
-        v = _tensor("items", items, (u.shape[0], None, self._dim))
+        u = _tensor("users", users, (None, self._dim), check=check)
+        v = _tensor("items", items, (u.shape[0], None, self._dim), check=check)
         with torch.inference_mode():
-            logits = self._net(u[:, None, :], v)  # (b, n)
+            logits = self._net.score_candidates(u, v)  # (b, n)
         result: np.ndarray = logits.numpy().astype(np.float32, copy=False)
         return result
 

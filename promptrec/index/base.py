@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -163,6 +163,82 @@ class CandidateIndex(abc.ABC):
         out[found] = self._vecs[rows[found]]
         return out, found
 
+    def rows_of(self, ids: Iterable[str]) -> np.ndarray:
+        """``(n,)`` int64 storage rows of ``ids``, -1 for unknown ids.
+
+        Rows are valid until the next :meth:`upsert_many` or :meth:`remove_many`.
+        """
+        get = self._rows.get
+        return np.fromiter((get(i, -1) for i in ids), dtype=np.int64)
+
+    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        """Vectors of storage rows: shape ``S`` -> ``S + (dim,)`` float32 (row -1: any row)."""
+        return self._vecs[np.maximum(rows, 0)]
+
+    def ids_at(self, rows: Iterable[int]) -> list[str]:
+        """Item ids of storage rows (all must be valid)."""
+        ids = self._ids
+        return [ids[r] for r in rows]
+
+    def search_rows(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Sequence[Collection[str]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k per query as arrays, best first, excluded ids never returned.
+
+        Ties at equal score are ordered by item id, so every replica of a catalog returns the
+        same items whatever order it indexed them in.
+
+        Returns:
+            ``(scores, rows)``: (b, min(k, len)) float32 and int64 storage rows; rows of missing
+            hits are -1 with score -inf.
+        """
+        queries = self._check(queries, None, "queries")
+        b = queries.shape[0]
+        if exclude is not None and len(exclude) != b:
+            raise ValueError(f"{len(exclude)} exclusion sets for {b} queries")
+        n = len(self._ids)
+        width = max(0, min(k, n))
+        if b == 0 or width == 0:
+            return np.full((b, width), -np.inf, np.float32), np.full((b, width), -1, np.int64)
+        self._sync()
+        # (b, m) storage rows to exclude, padded with -2 (matches no row, not even a missing hit).
+        lens = np.fromiter((len(e) for e in exclude), np.int64, b) if exclude else np.zeros(b, int)
+        m = int(lens.max())
+        if m:
+            excluded = np.full((b, m), -2, dtype=np.int64)
+            excluded[np.arange(m)[None, :] < lens[:, None]] = self.rows_of(
+                item for ex in exclude or () for item in ex
+            )
+        live = self._live if self._dead else None
+        # A few spare hits, so that equal scores at the cut are decided by id below, not by
+        # where FAISS happened to store the vectors (the same after a snapshot round trip).
+        scores, labels = self._search_backend(queries, min(k + m + _TIE_MARGIN, n), live)
+        rows = np.where(labels >= 0, self._label_row[np.maximum(labels, 0)], -1)  # (b, kk)
+        valid = rows >= 0
+        if m:
+            valid &= ~(rows[:, :, None] == excluded[:, None, :]).any(axis=2)
+        # Valid hits first, in FAISS order (a stable sort of the invalid flags), then the cut.
+        order = np.argsort(~valid, axis=1, kind="stable")[:, :width]
+        keep = np.take_along_axis(valid, order, axis=1)
+        out_rows = np.where(keep, np.take_along_axis(rows, order, axis=1), -1)
+        out_scores = np.where(keep, np.take_along_axis(scores, order, axis=1), -np.inf)
+        tied = ((np.diff(scores, axis=1) == 0) & (labels[:, 1:] >= 0)).any(axis=1)
+        ids = self._ids
+        for q in np.flatnonzero(tied).tolist():
+            # Rare: collect every valid hit, order by (score desc, id), then cut.
+            hits = sorted(
+                zip(scores[q][valid[q]].tolist(), rows[q][valid[q]].tolist(), strict=True),
+                key=lambda h: (-h[0], ids[h[1]]),
+            )[:width]
+            out_rows[q] = -1
+            out_scores[q] = -np.inf
+            if hits:
+                out_scores[q, : len(hits)], out_rows[q, : len(hits)] = zip(*hits, strict=True)
+        return out_scores.astype(np.float32, copy=False), out_rows
+
     def search_many(
         self,
         queries: np.ndarray,
@@ -170,44 +246,17 @@ class CandidateIndex(abc.ABC):
         exclude: Sequence[Collection[str]] | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Top-k ``(item_id, score)`` per query, best first, excluded ids never returned."""
-        queries = self._check(queries, None, "queries")
-        b = queries.shape[0]
-        if exclude is not None and len(exclude) != b:
-            raise ValueError(f"{len(exclude)} exclusion sets for {b} queries")
-        n = len(self._ids)
-        if b == 0:
-            return []
-        if n == 0 or k <= 0:
-            return [[] for _ in range(b)]
-        self._sync()
-        extra = max((len(e) for e in exclude), default=0) if exclude else 0
-        live = self._live if self._dead else None
-        # A few spare hits, so that equal scores at the cut are decided by id below, not by
-        # where FAISS happened to store the vectors (the same after a snapshot round trip).
-        scores, labels = self._search_backend(queries, min(k + extra + _TIE_MARGIN, n), live)
-        tied = ((np.diff(scores, axis=1) == 0) & (labels[:, 1:] >= 0)).any(axis=1).tolist()
-        # Labels -> rows in one vectorised step; plain lists make the per-hit loop cheap.
-        rows = np.where(labels >= 0, self._label_row[np.maximum(labels, 0)], -1).tolist()
-        score_lists = scores.tolist()
+        if k <= 0:
+            self._check(queries, None, "queries")
+            if exclude is not None and len(exclude) != len(queries):
+                raise ValueError(f"{len(exclude)} exclusion sets for {len(queries)} queries")
+            return [[] for _ in range(len(queries))]
+        scores, rows = self.search_rows(queries, k, exclude)
         ids = self._ids
-        out: list[list[tuple[str, float]]] = []
-        for q in range(b):
-            skip = exclude[q] if exclude else ()
-            want = -1 if tied[q] else k  # with ties: collect all, sort, then cut
-            hits: list[tuple[str, float]] = []
-            for score, row in zip(score_lists[q], rows[q], strict=True):
-                if row < 0:
-                    continue
-                item_id = ids[row]
-                if item_id in skip:
-                    continue
-                hits.append((item_id, score))
-                if len(hits) == want:
-                    break
-            if tied[q]:
-                hits = sorted(hits, key=lambda h: (-h[1], h[0]))[:k]
-            out.append(hits)
-        return out
+        return [
+            [(ids[r], s) for s, r in zip(srow, rrow, strict=True) if r >= 0]
+            for srow, rrow in zip(scores.tolist(), rows.tolist(), strict=True)
+        ]
 
     def snapshot(self, path: Path) -> None:
         """Write ``vectors.npy`` + ``meta.json`` to ``path`` atomically (temp dir, then rename)."""

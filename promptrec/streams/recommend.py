@@ -78,9 +78,11 @@ class Recommender:
 
         model_rows = np.flatnonzero(has_signal)
         if model_rows.size and len(engine.index):
-            n_cand = engine.stream.candidates
-            candidates = engine.index.search_many(
-                users[model_rows], n_cand, exclude=[queries[int(i)].exclude for i in model_rows]
+            # (b', n_cand) storage rows of the candidates (-1: none), excluded items removed.
+            _, candidates = engine.index.search_rows(
+                users[model_rows],
+                engine.stream.candidates,
+                exclude=[queries[int(i)].exclude for i in model_rows],
             )
             t2 = time.perf_counter()
             timings["search"] = t2 - t1
@@ -96,21 +98,18 @@ class Recommender:
         queries: Sequence[Query],
         rows: np.ndarray,
         users: np.ndarray,
-        candidates: list[list[tuple[str, float]]],
+        candidates: np.ndarray,
         results: list[list[tuple[str, float]]],
     ) -> None:
         """Score every query's candidates with one head forward and keep the top k."""
-        width = max((len(c) for c in candidates), default=0)
+        width = candidates.shape[1]
         if width == 0:
             return
-        flat = [item for cands in candidates for item, _ in cands]
-        flat_vecs, _ = self.engine.index.get_many(flat)  # (total, dim)
-        counts = np.fromiter((len(c) for c in candidates), dtype=np.int64, count=len(candidates))
-        # (b, width) mask of real candidates; padded slots are zero vectors scored as -inf.
-        mask = np.arange(width)[None, :] < counts[:, None]
-        batch = np.zeros((len(rows), width, users.shape[1]), dtype=np.float32)
-        batch[mask] = flat_vecs  # row-major mask order == the flat candidate order
-        scores = self.engine.head.score_many(users[rows], batch)  # (b, width) logits
+        index = self.engine.index
+        mask = candidates >= 0  # (b, width); missing slots are scored -inf
+        counts = mask.sum(axis=1)
+        batch = index.vectors_at(candidates)  # (b, width, dim), one gather from the index
+        scores = self.engine.head.score_many(users[rows], batch, check=False)  # (b, width)
         scores = np.where(mask, scores, -np.inf)
         # One partial sort for the whole batch: the best kmax per row, then exact order.
         kmax = min(max(queries[int(i)].k for i in rows), width)
@@ -119,9 +118,9 @@ class Recommender:
         else:
             top = np.broadcast_to(np.arange(width), (len(rows), width))
         order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1).tolist()
-        score_lists = scores.tolist()
+        top = np.take_along_axis(top, order, axis=1)
+        top_rows = np.take_along_axis(candidates, top, axis=1).tolist()
+        top_scores = np.take_along_axis(scores, top, axis=1).tolist()
         for j, i in enumerate(rows.tolist()):
             k = min(queries[i].k, int(counts[j]))
-            cands, row_scores = candidates[j], score_lists[j]
-            results[i] = [(cands[t][0], row_scores[t]) for t in top[j][:k]]
+            results[i] = list(zip(index.ids_at(top_rows[j][:k]), top_scores[j][:k], strict=True))

@@ -45,6 +45,19 @@ def test_fresh_head_ranks_by_cosine(rng: np.random.Generator) -> None:
         assert np.argsort(-scores[row]).tolist() == np.argsort(-cosines[row]).tolist()
 
 
+def test_batched_scoring_is_the_pairwise_forward(rng: np.random.Generator) -> None:
+    # score_many reassociates the interaction layer (one matmul per user); it must stay the
+    # function predict_proba_many computes pair by pair, on a head that has learned.
+    head = ScoringHead(DIM, hidden=8)
+    for _ in range(5):
+        head.learn_many(_units(rng, 16), _units(rng, 16), rng.integers(0, 2, 16).astype(np.float32))
+    users, items = _units(rng, 3), _units(rng, 3, 7)
+    logits = head.score_many(users, items)
+    pairs = head.predict_proba_many(np.repeat(users, 7, axis=0), items.reshape(21, DIM))
+    np.testing.assert_allclose(1.0 / (1.0 + np.exp(-logits.reshape(21))), pairs, atol=1e-6)
+    np.testing.assert_array_equal(head.score_many(users, items, check=False), logits)
+
+
 def test_predict_proba_is_sigmoid_of_score(rng: np.random.Generator) -> None:
     head = ScoringHead(DIM)
     head.learn_many(_units(rng, 8), _units(rng, 8), rng.integers(0, 2, 8).astype(np.float32))

@@ -72,6 +72,42 @@ def test_get_many_mask_and_ids(index: CandidateIndex) -> None:
     assert sorted(index.ids()) == [f"i{n}" for n in range(6)]
 
 
+def test_search_rows_arrays_agree_with_search_many(index: CandidateIndex) -> None:
+    q = basis()[[7, 2]]
+    exclude = [{"i5"}, {"i0", "i1", "i2", "i3", "i4"}]
+    scores, rows = index.search_rows(q, 3, exclude=exclude)
+    assert scores.shape == rows.shape == (2, 3)
+    assert scores.dtype == np.float32 and rows.dtype == np.int64
+    assert index.ids_at(rows[0].tolist()) == ["i4", "i3", "i2"]
+    assert scores[0].tolist() == pytest.approx([0.4, 0.3, 0.2])
+    # Only i5 is left for the second query: the other slots are -1 / -inf.
+    assert rows[1, 0] >= 0 and index.ids_at([int(rows[1, 0])]) == ["i5"]
+    assert rows[1, 1:].tolist() == [-1, -1] and np.isneginf(scores[1, 1:]).all()
+    expected = [
+        [(i, pytest.approx(s)) for i, s in hits] for hits in index.search_many(q, 3, exclude)
+    ]
+    got = [
+        [(index.ids_at([r])[0], s) for r, s in zip(rr, ss, strict=True) if r >= 0]
+        for rr, ss in zip(rows.tolist(), scores.tolist(), strict=True)
+    ]
+    assert got == expected
+    # Rows address the stored vectors; row -1 gives some row, masked by the caller.
+    np.testing.assert_array_equal(
+        index.vectors_at(rows[:1]), index.get_many(index.ids_at(rows[0].tolist()))[0][None]
+    )
+    assert index.vectors_at(rows).shape == (2, 3, 8)
+    assert index.rows_of(["i4", "nope"]).tolist()[1] == -1
+
+
+def test_equal_scores_are_ordered_by_id(index: CandidateIndex) -> None:
+    # Same vector under three ids, inserted out of id order: the cut and the order go by id.
+    twin = basis()[[6]] * 2.0
+    index.upsert_many(["t2", "t0", "t1"], np.repeat(twin, 3, axis=0))
+    assert [i for i, _ in index.search_many(basis()[[6]], 2)[0]] == ["t0", "t1"]
+    _, rows = index.search_rows(basis()[[6]], 3, exclude=[{"t0"}])
+    assert index.ids_at(rows[0, :2].tolist()) == ["t1", "t2"]
+
+
 def test_small_and_empty(index: CandidateIndex) -> None:
     assert len(index.search_many(basis()[[7]], 100)[0]) == 6
     assert index.search_many(np.zeros((0, 8), np.float32), 3) == []
