@@ -84,6 +84,15 @@ class CandidateIndex(abc.ABC):
         """Whether searches can skip tombstoned labels (else replacements trigger a rebuild)."""
         return True
 
+    @property
+    def searches_storage(self) -> bool:
+        """Whether :meth:`_search_backend` scans the numpy rows itself (labels are rows).
+
+        Such an adapter keeps no FAISS copy of the vectors, so no labels or tombstones either:
+        upserts and removals change the rows in place.
+        """
+        return False
+
     # -- the interface -----------------------------------------------------------------------
 
     @property
@@ -127,7 +136,7 @@ class CandidateIndex(abc.ABC):
                 self._tags[item_id] = tags[i]
             else:
                 self._tags.pop(item_id, None)
-        if changed:
+        if changed and not self.searches_storage:
             self._append_labels(np.fromiter(changed, dtype=np.int64, count=len(changed)))
 
     def remove_many(self, ids: Sequence[str]) -> int:
@@ -216,7 +225,10 @@ class CandidateIndex(abc.ABC):
         # A few spare hits, so that equal scores at the cut are decided by id below, not by
         # where FAISS happened to store the vectors (the same after a snapshot round trip).
         scores, labels = self._search_backend(queries, min(k + m + _TIE_MARGIN, n), live)
-        rows = np.where(labels >= 0, self._label_row[np.maximum(labels, 0)], -1)  # (b, kk)
+        if self.searches_storage:
+            rows = labels  # (b, kk) storage rows, -1 where missing
+        else:
+            rows = np.where(labels >= 0, self._label_row[np.maximum(labels, 0)], -1)
         valid = rows >= 0
         if m:
             valid &= ~(rows[:, :, None] == excluded[:, None, :]).any(axis=2)
@@ -313,7 +325,8 @@ class CandidateIndex(abc.ABC):
 
     def _grow(self, rows: int) -> None:
         if rows > self._vecs.shape[0]:
-            size = max(rows, 2 * self._vecs.shape[0])
+            # 1.5x, not 2x: the slack of a 1M x 384 catalog is then at most 0.75 GB, not 1.5.
+            size = max(rows, self._vecs.shape[0] * 3 // 2)
             bigger = np.zeros((size, self._dim), dtype=np.float32)
             bigger[: len(self._ids)] = self._vecs[: len(self._ids)]
             self._vecs = bigger

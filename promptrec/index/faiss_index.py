@@ -33,31 +33,42 @@ def faiss_gpu_count() -> int:
 
 
 class FlatIndex(CandidateIndex):
-    """Exact inner-product search; moved to the GPU when FAISS has one (``use_gpu=auto``)."""
+    """Exact inner-product search; on the GPU when FAISS has one (``use_gpu=auto``).
+
+    On the CPU it runs FAISS's brute-force kernel (``faiss.knn``: the same blocked BLAS scan as
+    ``IndexFlatIP.search``) straight over the numpy rows, so the vectors are held once, not
+    twice (measured at 100k x 384: 150 MB less). On the GPU an ``IndexFlatIP`` holds a device
+    copy, rebuilt from the rows on the first search after a replacement.
+    """
 
     kind = "flat"
 
     def __init__(self, dim: int, settings: IndexSettings | None = None) -> None:
         super().__init__(dim, settings)
         self._gpu = self.settings.use_gpu == "auto" and faiss_gpu_count() > 0
-        self._index = self._new()
+        self._index: faiss.Index | None = self._new()
 
-    def _new(self) -> faiss.Index:
-        index: faiss.Index = faiss.IndexFlatIP(self.dim)
-        if self._gpu:
-            # Same flat index, same code path: only where it lives changes.
-            index = faiss.index_cpu_to_all_gpus(index)
-        return index
+    def _new(self) -> faiss.Index | None:
+        if not self._gpu:
+            return None
+        # Same flat index, same search call: only where it lives changes.
+        return faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(self.dim))
 
     @property
     def device(self) -> str:
         return "cuda" if self._gpu else "cpu"
 
+    @property
+    def searches_storage(self) -> bool:
+        return not self._gpu
+
     def _reset_backend(self) -> None:
-        self._index.reset()
+        if self._index is not None:
+            self._index.reset()
 
     def _add_backend(self, vectors: np.ndarray) -> None:
-        self._index.add(np.ascontiguousarray(vectors))
+        if self._index is not None:
+            self._index.add(np.ascontiguousarray(vectors))
 
     @property
     def filters_labels(self) -> bool:
@@ -67,11 +78,13 @@ class FlatIndex(CandidateIndex):
     def _search_backend(
         self, queries: np.ndarray, k: int, live: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        if live is None:
-            scores, labels = self._index.search(queries, k)
-        else:
-            params = _faiss.SearchParameters(sel=_selector(self._index.ntotal, live))
-            scores, labels = self._index.search(queries, k, params=params)
+        if self._index is None:
+            # (n, dim) rows in place: a contiguous prefix of the storage matrix, no copy.
+            scores, rows = faiss.knn(
+                queries, self._vecs[: len(self._ids)], k, metric=faiss.METRIC_INNER_PRODUCT
+            )
+            return scores, rows
+        scores, labels = self._index.search(queries, k)  # GPU: never has tombstones
         return scores, labels
 
 

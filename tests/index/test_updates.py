@@ -54,7 +54,7 @@ def test_replacing_an_item_does_not_rebuild_faiss() -> None:
 
 
 def test_many_tombstones_trigger_one_compaction() -> None:
-    ix = make("flat", 4)
+    ix = make("hnsw", 4)
     rng = np.random.default_rng(0)
     ix.upsert_many(["a", "b"], rng.standard_normal((2, 4)).astype(np.float32))
     for _ in range(1500):  # each replacement leaves a dead label behind
