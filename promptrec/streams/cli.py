@@ -26,6 +26,8 @@ from typing import IO, Any
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from promptrec.streams.argtypes import non_negative_float, non_negative_int, port
+
 __all__ = ["build_parser", "main"]
 
 PROG = "promptrec"
@@ -44,36 +46,6 @@ _COMMAND_MODULES = ("promptrec.streams.cli_quality", "promptrec.streams.cli_benc
 
 class UsageError(Exception):
     """A bad argument value found after parsing (exit code 2)."""
-
-
-# -- argument types -------------------------------------------------------------------------------
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _non_negative_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
-    return value
 
 
 # -- settings -------------------------------------------------------------------------------------
@@ -398,7 +370,7 @@ def _add_connection(parser: argparse.ArgumentParser, timeout: bool = True) -> No
     if timeout:
         parser.add_argument(
             "--connect-timeout",
-            type=_non_negative_float,
+            type=non_negative_float,
             default=30.0,
             metavar="S",
             help="give up when the broker does not answer within S seconds (default 30)",
@@ -418,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command("broker", _cmd_broker, "Run the embedded Kafka-protocol broker in the foreground.")
-    p.add_argument("--port", type=_port, default=9092, help="TCP port (default 9092; 0 = free)")
+    p.add_argument("--port", type=port, default=9092, help="TCP port (default 9092; 0 = free)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--log-file", dest="log_file", type=Path, help="broker log (default: temp)")
     p.add_argument("--start-timeout", dest="start_timeout", type=float, default=30.0, metavar="S")
@@ -427,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection(p, timeout=False)
     p.add_argument("--app-id", dest="app_id", help="Faust app id / consumer group")
     p.add_argument("--partitions", type=int, help="partitions of the keyed topics")
-    p.add_argument("--metrics-port", dest="metrics_port", type=_port, help="0 disables")
+    p.add_argument("--metrics-port", dest="metrics_port", type=port, help="0 disables")
     p.add_argument("--metrics-host", dest="metrics_host")
     p.add_argument("--state-dir", dest="state_dir", type=Path)
     p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warn", "error"])
@@ -436,31 +408,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-kind", dest="index_kind", choices=["flat", "hnsw"])
 
     p = command("demo", _cmd_demo, "Broker + worker + bundled data set, end to end.")
-    p.add_argument("--port", type=_port, default=None, help="embedded broker port (default free)")
+    p.add_argument("--port", type=port, default=None, help="embedded broker port (default free)")
     p.add_argument(
-        "--events", type=_non_negative_int, default=0, help="stop after N interactions (0 = all)"
+        "--events", type=non_negative_int, default=0, help="stop after N interactions (0 = all)"
     )
-    p.add_argument("--rate", type=_non_negative_float, default=20.0, help="interactions/s")
+    p.add_argument("--rate", type=non_negative_float, default=20.0, help="interactions/s")
     p.add_argument("--model-dir", dest="model_dir", type=Path)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--state-dir", dest="state_dir", type=Path, help="default: a temp dir")
-    p.add_argument("--metrics-port", dest="metrics_port", type=_port, default=9464)
+    p.add_argument("--metrics-port", dest="metrics_port", type=port, default=9464)
     p.add_argument("--quiet", action="store_true", help="print only the summary")
 
     p = command("produce", _cmd_produce, "Replay a JSONL file into a topic.")
     p.add_argument("topic", help="logical (interactions, items, ...) or full topic name")
     p.add_argument("file", help="JSONL file, '-' for stdin")
     p.add_argument("--key-field", dest="key_field", help="record field used as key ('' = none)")
-    p.add_argument("--rate", type=_non_negative_float, default=0.0, help="events/s (0 = max)")
+    p.add_argument("--rate", type=non_negative_float, default=0.0, help="events/s (0 = max)")
     p.add_argument("--raw", action="store_true", help="send every non-empty line as-is")
     _add_connection(p)
 
     p = command("tail", _cmd_tail, "Print the records of a topic, one value per line.")
     p.add_argument("topic", help="logical or full topic name")
     p.add_argument("--from-beginning", dest="from_beginning", action="store_true")
-    p.add_argument("--max", type=_non_negative_int, default=0, help="stop after N (0 = no limit)")
+    p.add_argument("--max", type=non_negative_int, default=0, help="stop after N (0 = no limit)")
     p.add_argument(
-        "--timeout", type=_non_negative_float, default=None, help="stop after S seconds idle"
+        "--timeout", type=non_negative_float, default=None, help="stop after S seconds idle"
     )
     p.add_argument("--keys", action="store_true", help="print KEY<TAB>VALUE")
     _add_connection(p)

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from promptrec.streams.argtypes import fraction, non_negative_int, positive_float, positive_int
+
 __all__ = ["register"]
 
 _FORMATS = ("movielens-100k", "movielens-csv", "jsonl")
@@ -24,46 +26,6 @@ class _Usage(Exception):
 
 def _err(command: str, message: str) -> None:
     print(f"promptrec {command}: error: {message}", file=sys.stderr)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -197,18 +159,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=_positive_int, default=200)
-    p.add_argument("--patience", type=_positive_int, default=20, help="early-stopping epochs")
-    p.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=128)
-    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--epochs", type=positive_int, default=200)
+    p.add_argument("--patience", type=positive_int, default=20, help="early-stopping epochs")
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--dim", type=_positive_int, default=64)
-    p.add_argument("--max-len", dest="max_len", type=_positive_int, default=50)
-    p.add_argument("--layers", type=_positive_int, default=2)
-    p.add_argument("--heads", type=_positive_int, default=1)
-    p.add_argument("--dropout", type=_fraction, default=0.3)
-    p.add_argument("--id-dropout", dest="id_dropout", type=_fraction, default=0.1)
-    p.add_argument("--temperature", type=_positive_float, default=0.1)
+    p.add_argument("--dim", type=positive_int, default=64)
+    p.add_argument("--max-len", dest="max_len", type=positive_int, default=50)
+    p.add_argument("--layers", type=positive_int, default=2)
+    p.add_argument("--heads", type=positive_int, default=1)
+    p.add_argument("--dropout", type=fraction, default=0.3)
+    p.add_argument("--id-dropout", dest="id_dropout", type=fraction, default=0.1)
+    p.add_argument("--temperature", type=positive_float, default=0.1)
     p.add_argument("--no-ids", dest="no_ids", action="store_true", help="text-only items")
     p.add_argument(
         "--user-profile",
@@ -220,7 +182,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", dest="cache_dir", type=Path, help="text-vector cache folder")
     p.add_argument("--no-cache", dest="no_cache", action="store_true")
     p.add_argument(
-        "--threads", type=_non_negative_int, default=0, help="torch CPU threads (0: default)"
+        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: default)"
     )
 
 
@@ -233,7 +195,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--skip-users",
         dest="skip_users",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         help="leave out the first N users (for a fair `eval stream --users N`)",
     )
@@ -255,12 +217,12 @@ def register(sub: Any) -> None:
     _add_common(p)
     p.add_argument("--checkpoint", type=Path, help="model the worker loads at start")
     p.add_argument(
-        "--limit", type=_non_negative_int, default=0, help="replay only the first N events (0: all)"
+        "--limit", type=non_negative_int, default=0, help="replay only the first N events (0: all)"
     )
     p.add_argument(
-        "--users", type=_non_negative_int, default=0, help="only the first N users (0: all)"
+        "--users", type=non_negative_int, default=0, help="only the first N users (0: all)"
     )
-    p.add_argument("--windows", type=_positive_int, default=10, help="time windows reported")
+    p.add_argument("--windows", type=positive_int, default=10, help="time windows reported")
     p.add_argument("--plot", type=Path, help="HR@10 over time (needs matplotlib)")
-    p.add_argument("--timeout", type=_positive_float, default=60.0, help="per-event wait, s")
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="per-event wait, s")
     p.set_defaults(func=lambda a: _run("eval stream", _cmd_eval_stream, a))
