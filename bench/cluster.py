@@ -31,7 +31,10 @@ from promptrec.streams.clients import make_consumer, make_producer
 from promptrec.streams.settings import StreamSettings
 from promptrec.streams.topics import TopicNames, ensure_topics
 
-__all__ = ["Cluster", "WorkerError"]
+__all__ = ["Cluster", "WorkerError", "scrape_metrics", "stop_process", "worker_command"]
+
+# Prometheus samples: (name, sorted label pairs) -> value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class WorkerError(RuntimeError):
@@ -46,6 +49,46 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def worker_command(
+    settings: StreamSettings, log_level: str = "info", extra: Sequence[str] = ()
+) -> list[str]:
+    """``python -m promptrec worker`` on the settings' broker, topics, state and metrics port.
+
+    The benchmark cluster and the tests' ``WorkerProcess`` both start this command.
+    """
+    s = settings
+    return [
+        sys.executable, "-m", "promptrec", "worker",
+        "--broker", s.broker, "--topic-prefix", s.topic_prefix,
+        "--state-dir", str(s.state_dir), "--metrics-port", str(s.metrics_port),
+        "--log-level", log_level, *extra,
+    ]  # fmt: skip
+
+
+def scrape_metrics(port: int) -> Samples:
+    """All samples of the Prometheus endpoint on ``127.0.0.1:port``."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM ``proc`` if it still runs and wait (SIGKILL after ``timeout`` s); its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
 
 
 class Cluster:
@@ -96,13 +139,7 @@ class Cluster:
 
     def start_worker(self) -> int:
         """Start the worker process; returns its pid."""
-        s = self._s
-        cmd = [
-            sys.executable, "-m", "promptrec", "worker",
-            "--broker", s.broker, "--topic-prefix", s.topic_prefix,
-            "--state-dir", str(s.state_dir), "--metrics-port", str(s.metrics_port),
-            "--log-level", "warn", *self.worker_args,
-        ]  # fmt: skip
+        cmd = worker_command(self._s, "warn", self.worker_args)
         log = open(self.tmp / "worker.log", "ab")  # noqa: SIM115 - owned by the child
         env = {**os.environ, **self.worker_env}
         self.proc = subprocess.Popen(
@@ -112,13 +149,8 @@ class Cluster:
 
     def stop_worker(self) -> None:
         """SIGTERM the worker and wait (kill after 30 s)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, timeout=30)
 
     # -- worker probes ------------------------------------------------------------------------
 
@@ -148,16 +180,9 @@ class Cluster:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    def metrics(self) -> Samples:
         """All samples of the worker's Prometheus endpoint."""
-        url = f"http://127.0.0.1:{self._s.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            text = resp.read().decode()
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-        return out
+        return scrape_metrics(self._s.metrics_port)
 
     def catalog_done(self) -> int:
         """Catalog records (items + users) the worker has applied or dead-lettered."""

@@ -11,7 +11,7 @@ from aiokafka.structs import ConsumerRecord
 from promptrec.encoder import ScoringHead
 from promptrec.streams.catalog_reader import TopicFollower
 from promptrec.streams.exceptions import InvalidEvent
-from promptrec.streams.model_sync import HeadUpdate
+from promptrec.streams.model_sync import HeadSync, HeadUpdate
 from promptrec.streams.topics import TopicNames
 
 if TYPE_CHECKING:
@@ -58,7 +58,10 @@ class ModelUpdateReader(TopicFollower):
         for m in messages:
             try:
                 update = HeadUpdate.from_bytes(m.value)
-                applied = await p._run("sync", p.sync.apply, update)
+                outcome = await p._run("sync", _apply, p.sync, update)
+                if isinstance(outcome, InvalidEvent):
+                    raise outcome
+                applied = outcome
             except InvalidEvent as exc:
                 await p._dead("model-updates", _Raw(tp, m), exc.reason, exc.detail)
                 continue
@@ -76,6 +79,14 @@ class ModelUpdateReader(TopicFollower):
         log.info("model replay complete: version %d from %d peers", p.sync.version, p.sync.peers)
         p.metrics.model_version.set(p.sync.version)
         p.model_ready.set()
+
+
+def _apply(sync: HeadSync, update: HeadUpdate) -> bool | InvalidEvent:
+    """:meth:`HeadSync.apply`, its rejection returned: retrying a misfit update cannot help."""
+    try:
+        return sync.apply(update)
+    except InvalidEvent as exc:
+        return exc
 
 
 class _Raw:

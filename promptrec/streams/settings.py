@@ -195,13 +195,32 @@ _FAULT_STAGES = ("encode", "recommend", "learn", "checkpoint", "sync")
 
 
 def _parse_faults(text: str) -> dict[str, int]:
+    """``stage=N,...`` as ``{stage: N}``; a blank string means no faults.
+
+    Raises:
+        ValueError: An empty entry, an entry without ``=``, an unknown stage, an N that is not a
+            whole number in 0..999999999, or a stage named twice.
+    """
     faults: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        stage, sep, count = part.partition("=")
-        if not sep or stage not in _FAULT_STAGES or not count.isdigit():
+    if not text.strip():
+        return faults
+    stages = ", ".join(_FAULT_STAGES)
+    for part in text.split(","):
+        entry = part.strip()
+        stage, sep, count = (s.strip() for s in entry.partition("="))
+        if not entry:
+            raise ValueError(f"fault_injection {text!r} has an empty entry (stray ',')")
+        if not sep:
+            raise ValueError(f"fault_injection entry {entry!r} is not stage=N")
+        if stage not in _FAULT_STAGES:
+            raise ValueError(f"fault_injection stage {stage!r} is unknown; stages: {stages}")
+        # isascii: str.isdigit also accepts digits such as '²' that int() rejects or reads oddly.
+        if not (count.isascii() and count.isdigit()) or len(count) > 9:
             raise ValueError(
-                f"fault_injection entries are stage=N with stage in {', '.join(_FAULT_STAGES)}; "
-                f"got {part!r}"
+                f"fault_injection count {count!r} of stage {stage!r} is not a whole number "
+                "in 0..999999999"
             )
+        if stage in faults:
+            raise ValueError(f"fault_injection names stage {stage!r} twice")
         faults[stage] = int(count)
     return faults

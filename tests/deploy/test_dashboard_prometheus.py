@@ -25,11 +25,20 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.cluster import stop_process
 from promptrec.streams.broker import EmbeddedBroker, free_port
 from promptrec.streams.settings import StreamSettings
-from promptrec.streams.topics import ensure_topics
 from tests.deploy.conftest import DEPLOY
-from tests.streams.conftest import TOPICS, Producer, WorkerProcess, catalog_items, now_ms
+from tests.streams.conftest import (
+    TOPICS,
+    Producer,
+    WorkerProcess,
+    catalog_items,
+    interaction,
+    now_ms,
+    request,
+    settings_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -119,25 +128,12 @@ class Prometheus:
         raise AssertionError(f"prometheus never saw {expr} hold; last {self.value(expr)}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout=15)
 
 
 @pytest.fixture(scope="module")
 def settings(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> StreamSettings:
-    s = StreamSettings(
-        broker=broker.url,
-        topic_prefix=f"d{uuid.uuid4().hex[:10]}.",
-        state_dir=tmp_path_factory.mktemp("state"),
-        metrics_port=free_port(),
-        partitions=2,
-    )
-    ensure_topics(s)
-    return s
+    return settings_for(broker.url, tmp_path_factory.mktemp("state"), partitions=2)
 
 
 @pytest.fixture(scope="module")
@@ -195,26 +191,11 @@ def send_wave(producer: Producer, worker: WorkerProcess, wave: int) -> None:
     for user, topic in USERS.items():
         for n in range(3):
             item = f"{topic}-{(3 * wave + n) % len(TOPICS[topic])}"
-            event = {
-                "event_id": uuid.uuid4().hex,
-                "user_id": user,
-                "item_id": item,
-                "type": "click",
-                "ts": now_ms(),
-            }
-            producer.send("interactions", user, event)
-        producer.send(
-            "recommendation-requests",
-            user,
-            {"request_id": uuid.uuid4().hex, "user_id": user, "ts": now_ms()},
-        )
+            producer.send("interactions", user, interaction(user, item))
+        producer.send("recommendation-requests", user, request(user))
     # A user without any signal gets the popular items.
     stranger = f"u-new-{wave}"
-    producer.send(
-        "recommendation-requests",
-        stranger,
-        {"request_id": uuid.uuid4().hex, "user_id": stranger, "ts": now_ms()},
-    )
+    producer.send("recommendation-requests", stranger, request(stranger))
     # Bad input on every agent's topics, and an unchanged catalog item (outcome "skipped").
     producer.send("interactions", "u-cook", b"{not json")
     producer.send("recommendation-requests", "u-cook", b'{"request_id": "r", "k": 100000}')

@@ -17,6 +17,7 @@ from promptrec.index import (
     faiss_gpu_count,
     restore_index,
 )
+from tests.index.helpers import churn_against_brute_force
 
 KINDS = ["flat", "hnsw"]
 
@@ -155,28 +156,9 @@ def test_corrupt_snapshot_is_refused(index: CandidateIndex, tmp_path: Path) -> N
 
 
 def test_flat_matches_brute_force_under_churn() -> None:
-    rng = np.random.default_rng(0)
-    ix = make("flat", 16)
-    ref: dict[str, np.ndarray] = {}
-    for step in range(30):
-        ids = [f"x{int(i)}" for i in rng.integers(0, 80, size=8)]
-        vecs = rng.standard_normal((8, 16)).astype(np.float32)
-        ix.upsert_many(ids, vecs)
-        for i, v in zip(ids, vecs, strict=True):
-            ref[i] = v
-        if step % 3 == 0:
-            gone = [f"x{int(i)}" for i in rng.integers(0, 80, size=4)]
-            ix.remove_many(gone)
-            for g in gone:
-                ref.pop(g, None)
-        q = rng.standard_normal((3, 16)).astype(np.float32)
-        got = ix.search_many(q, 5)
-        keys = list(ref)
-        mat = np.stack([ref[k] for k in keys])
-        for row, hits in zip(q, got, strict=True):
-            scores = mat @ row
-            best = [keys[j] for j in np.argsort(-scores)[:5]]
-            assert [i for i, _ in hits] == best
+    churn_against_brute_force(
+        make("flat", 16), seed=0, steps=30, ids=80, batch=8, every=3, drop=4, queries=3
+    )
 
 
 def test_hnsw_recall_against_flat() -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from promptrec.index import CandidateIndex, IndexSettings, create_index
+from tests.index.helpers import churn_against_brute_force
 
 
 def make(kind: str, dim: int = 16) -> CandidateIndex:
@@ -14,27 +15,11 @@ def make(kind: str, dim: int = 16) -> CandidateIndex:
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_churn_matches_brute_force(kind: str) -> None:
-    rng = np.random.default_rng(4)
     ix = make(kind)
-    ref: dict[str, np.ndarray] = {}
-    for step in range(40):
-        ids = [f"x{int(i)}" for i in rng.integers(0, 60, size=6)]
-        vecs = rng.standard_normal((6, 16)).astype(np.float32)
-        ix.upsert_many(ids, vecs)
-        for i, v in zip(ids, vecs, strict=True):
-            ref[i] = v
-        if step % 4 == 0:
-            gone = [f"x{int(i)}" for i in rng.integers(0, 60, size=3)]
-            ix.remove_many(gone)
-            for g in gone:
-                ref.pop(g, None)
-        q = rng.standard_normal((2, 16)).astype(np.float32)
-        keys = sorted(ref)
-        mat = np.stack([ref[k] for k in keys])
-        # Small index, large ef: HNSW is exact here too, so both must match brute force.
-        for row, hits in zip(q, ix.search_many(q, 5), strict=True):
-            best = [keys[j] for j in np.argsort(-(mat @ row))[:5]]
-            assert [i for i, _ in hits] == best
+    # Small index, large ef: HNSW is exact here too, so both must match brute force.
+    ref = churn_against_brute_force(
+        ix, seed=4, steps=40, ids=60, batch=6, every=4, drop=3, queries=2
+    )
     assert len(ix) == len(ref)
 
 

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
+from bench.cluster import Samples, scrape_metrics, stop_process, worker_command
+from bench.common import now_ms
 from promptrec.streams.broker import EmbeddedBroker, free_port
 from promptrec.streams.settings import StreamSettings
 from promptrec.streams.topics import TopicNames, ensure_topics
@@ -81,8 +81,53 @@ def catalog_items() -> list[dict[str, Any]]:
     ]
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+def interaction(user: str, item: str, **extra: Any) -> dict[str, Any]:
+    """A click of ``user`` on ``item`` now, with a fresh event id; ``extra`` fields override."""
+    event = {
+        "event_id": uuid.uuid4().hex,
+        "user_id": user,
+        "item_id": item,
+        "type": "click",
+        "ts": now_ms(),
+    }
+    event.update(extra)
+    return event
+
+
+def request(user: str, k: int | None = None) -> dict[str, Any]:
+    """A recommendation request of ``user`` now, with a fresh request id."""
+    req: dict[str, Any] = {"request_id": uuid.uuid4().hex, "user_id": user, "ts": now_ms()}
+    if k is not None:
+        req["k"] = k
+    return req
+
+
+def json_bytes(obj: dict[str, Any]) -> bytes:
+    """A record value as the tests send it (``json.dumps`` spacing, which byte edits rely on)."""
+    return json.dumps(obj).encode()
+
+
+def dead_letter_bytes(record: dict[str, Any]) -> bytes:
+    """The original value a dead-letter record carries (as text or base64)."""
+    if record.get("value_text") is not None:
+        return str(record["value_text"]).encode()
+    return base64.b64decode(record.get("value_base64") or "")
+
+
+def settings_for(
+    broker_url: str, state_dir: Path, partitions: int = 4, **extra: Any
+) -> StreamSettings:
+    """Fresh topics (created) and a free metrics port, on ``broker_url``."""
+    s = StreamSettings(
+        broker=broker_url,
+        topic_prefix=f"e{uuid.uuid4().hex[:10]}.",
+        state_dir=state_dir,
+        metrics_port=free_port(),
+        partitions=partitions,
+        **extra,
+    )
+    ensure_topics(s)
+    return s
 
 
 class WorkerProcess:
@@ -95,13 +140,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        s = self.settings
-        cmd = [
-            sys.executable, "-m", "promptrec", "worker",
-            "--broker", s.broker, "--topic-prefix", s.topic_prefix,
-            "--state-dir", str(s.state_dir), "--metrics-port", str(s.metrics_port),
-            "--log-level", "info",
-        ]  # fmt: skip
+        cmd = worker_command(self.settings, "info")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         return self
@@ -110,15 +149,8 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        url = f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            text = resp.read().decode()
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-        return out
+    def metrics(self) -> Samples:
+        return scrape_metrics(self.settings.metrics_port)
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
@@ -140,14 +172,7 @@ class WorkerProcess:
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
+        return stop_process(self.proc, timeout)
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -216,17 +241,7 @@ def e2e_settings(
     broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> StreamSettings:
     """Settings of one end-to-end scenario: its own topics, state folder and metrics port."""
-    import uuid
-
-    settings = StreamSettings(
-        broker=broker.url,
-        topic_prefix=f"e{uuid.uuid4().hex[:10]}.",
-        state_dir=tmp_path_factory.mktemp("state"),
-        metrics_port=free_port(),
-        partitions=2,
-    )
-    ensure_topics(settings)
-    return settings
+    return settings_for(broker.url, tmp_path_factory.mktemp("state"), partitions=2)
 
 
 @pytest.fixture(scope="module")

@@ -15,26 +15,24 @@ from kafka import KafkaConsumer, TopicPartition
 
 from promptrec.streams.broker import free_port
 from promptrec.streams.settings import StreamSettings
-from promptrec.streams.topics import ensure_topics
-from tests.streams.conftest import TOPICS, WorkerProcess, now_ms
+from tests.streams.conftest import TOPICS, Producer, WorkerProcess, now_ms, settings_for
+
+__all__ = [
+    "catalog",
+    "check_histories",
+    "clone",
+    "expected_histories",
+    "feedback_for",
+    "histories",
+    "interactions",
+    "publish_catalog",
+    "read_all",
+    "settings_for",
+    "start_worker",
+    "worker_env",
+]
 
 WORDS = [w for titles in TOPICS.values() for t in titles for w in t.lower().split() if len(w) > 3]
-
-
-def settings_for(
-    broker_url: str, state_dir: Path, partitions: int = 4, **extra: Any
-) -> StreamSettings:
-    """Fresh topics (created) and a free metrics port, on ``broker_url``."""
-    s = StreamSettings(
-        broker=broker_url,
-        topic_prefix=f"r{uuid.uuid4().hex[:10]}.",
-        state_dir=state_dir,
-        metrics_port=free_port(),
-        partitions=partitions,
-        **extra,
-    )
-    ensure_topics(s)
-    return s
 
 
 def worker_env(settings: StreamSettings, **extra: str) -> dict[str, str]:
@@ -65,6 +63,13 @@ def catalog(n: int, seed: int = 0) -> list[dict[str, Any]]:
             {"item_id": f"i{i}", "title": f"{topic} {title}", "attributes": {"category": topic}}
         )
     return items
+
+
+def publish_catalog(producer: Producer, n: int, seed: int = 0) -> None:
+    """Send ``catalog(n, seed)`` to the items topic and wait until the broker has it all."""
+    for item in catalog(n, seed):
+        producer.send("items", item["item_id"], item)
+    producer.flush()
 
 
 def interactions(n: int, users: int, items: int, seed: int = 1) -> list[dict[str, Any]]:

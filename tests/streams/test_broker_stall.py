@@ -14,7 +14,7 @@ import pytest
 
 from promptrec.streams.broker import EmbeddedBroker
 from tests.streams.conftest import Producer, Recorder
-from tests.streams.reliability import catalog, interactions, settings_for, start_worker
+from tests.streams.reliability import interactions, publish_catalog, settings_for, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,9 +35,7 @@ def own_broker() -> Iterator[EmbeddedBroker]:
 def test_worker_survives_a_15s_broker_stall(own_broker: EmbeddedBroker, tmp_path: Path) -> None:
     settings = settings_for(own_broker.url, tmp_path / "state", partitions=2)
     producer = Producer(settings)
-    for item in catalog(40):
-        producer.send("items", item["item_id"], item)
-    producer.flush()
+    publish_catalog(producer, 40)
     recs = Recorder(settings, f"{settings.topic_prefix}recommendations")
     worker = start_worker(settings, tmp_path / "worker.log")
     try:

@@ -21,10 +21,10 @@ import pytest
 from promptrec.streams.broker import EmbeddedBroker
 from tests.streams.conftest import Producer, Recorder
 from tests.streams.reliability import (
-    catalog,
     check_histories,
     feedback_for,
     interactions,
+    publish_catalog,
     settings_for,
     start_worker,
 )
@@ -39,9 +39,7 @@ N_ITEMS = 200
 def test_kill_9_mid_stream_loses_nothing(broker: EmbeddedBroker, tmp_path: Path) -> None:
     settings = settings_for(broker.url, tmp_path / "state")
     producer = Producer(settings)
-    for item in catalog(N_ITEMS):
-        producer.send("items", item["item_id"], item)
-    producer.flush()
+    publish_catalog(producer, N_ITEMS)
     recs = Recorder(settings, f"{settings.topic_prefix}recommendations")
     first = start_worker(settings, tmp_path / "worker-1.log")
     try:

@@ -1,15 +1,30 @@
-"""HeadSync: workers that exchange cumulative deltas converge to the same head."""
+"""HeadSync: workers that exchange cumulative deltas converge to the same head.
+
+The end-to-end tests at the bottom share one real worker (default MiniLM, real broker): garbage
+on the model-updates topic is dead-lettered as ``bad_model_update`` while the worker serves on.
+"""
 
 from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save as safetensors_save
 
 from promptrec.encoder import ScoringHead
+from promptrec.encoder.settings import EncoderSettings
+from promptrec.encoder.text_encoder import default_model_dir
 from promptrec.streams.exceptions import InvalidEvent, ReasonCode
 from promptrec.streams.history import UserHistory
 from promptrec.streams.model_sync import HeadSync, HeadUpdate
+from tests.streams.conftest import Producer, Recorder, WorkerProcess, catalog_items, now_ms
 
 DIM = 8
 
@@ -150,3 +165,134 @@ def test_history_remembers_learned_feedback() -> None:
     for n in range(2, 10):
         h.add_feedback(f"f{n}", f"1:{n}", max_len=2)
     assert len(h.feedback) == 4 and h.feedback_position("f1") is None
+
+
+# -- end to end: garbage on the model-updates topic --------------------------------------------
+
+
+def _raw(record: dict[str, Any]) -> bytes:
+    """The original value bytes a dead-letter record carries."""
+    if record.get("value_text") is not None:
+        return str(record["value_text"]).encode()
+    return base64.b64decode(record.get("value_base64") or "")
+
+
+def _worker_head() -> ScoringHead:
+    """A head shaped like the e2e worker's: default MiniLM width, default hidden units."""
+    config = json.loads((default_model_dir() / "config.json").read_text())
+    return ScoringHead.from_settings(int(config["hidden_size"]), EncoderSettings())
+
+
+def _update(head: ScoringHead, key: str, **delta: torch.Tensor) -> bytes:
+    """Update bytes from peer ``key``: a zero delta of ``head``'s tensors, ``delta`` replacing."""
+    zeros = {name: torch.zeros_like(t) for name, t in head.to_tensors().items()}
+    tensors = {**zeros, **delta} if delta else zeros
+    return HeadUpdate(key, 1, head.dim, head.hidden, tensors).to_bytes()
+
+
+def _bare_safetensors(meta: dict[str, str] | None) -> bytes:
+    return bytes(safetensors_save({"w": torch.zeros(2)}, metadata=meta))
+
+
+@pytest.fixture(scope="module")
+def serving(worker: WorkerProcess) -> Iterator[tuple[WorkerProcess, Producer, Recorder, Recorder]]:
+    """The module's worker, started on a small catalog, with a producer and two recorders."""
+    producer = Producer(worker.settings)
+    for item in catalog_items():
+        producer.send("items", item["item_id"], item)
+    producer.flush()
+    worker.start().wait_ready()
+    prefix = worker.settings.topic_prefix
+    dead = Recorder(worker.settings, f"{prefix}dead-letter")
+    recs = Recorder(worker.settings, f"{prefix}recommendations")
+    yield worker, producer, dead, recs
+    producer.close()
+    dead.close()
+    recs.close()
+
+
+def _click(user: str, item: str) -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "user_id": user,
+        "item_id": item,
+        "type": "click",
+        "ts": now_ms(),
+    }
+
+
+def _expect_dead_letters(
+    serving: tuple[WorkerProcess, Producer, Recorder, Recorder], garbage: list[bytes], user: str
+) -> None:
+    """Send ``garbage`` to model-updates, then a valid peer update and a click; check all three.
+
+    Every garbage value must come back on the dead-letter topic with reason
+    ``bad_model_update`` and its original bytes, the valid update behind it must still be
+    applied, and the click must still get its recommendation from the same worker process.
+    """
+    worker, producer, dead, recs = serving
+    assert worker.proc is not None
+    pid = worker.proc.pid
+    applied = worker.metric("promptrec_model_updates_applied_total")
+    seen = len(dead.records)
+    # One record key: one partition, read in order, so once the valid update (sent last) is
+    # applied every garbage record before it has been handled.
+    for raw in garbage:
+        producer.send("model-updates", f"junk-{user}", raw)
+    producer.send("model-updates", f"junk-{user}", _update(_worker_head(), f"peer-{user}"))
+    click = _click(user, "jazz-1")
+    producer.send("interactions", user, click)
+    producer.flush()
+
+    deadline = time.monotonic() + 60
+    while worker.metric("promptrec_model_updates_applied_total") < applied + 1:
+        assert time.monotonic() < deadline, "the valid update after the garbage was not applied"
+        time.sleep(0.2)
+    recs.wait_for(lambda rs: any(r["source_event_id"] == click["event_id"] for r in rs))
+    topic = f"{worker.settings.topic_prefix}model-updates"
+    records = dead.wait_for(lambda rs: len(rs) >= seen + len(garbage), timeout=15)[seen:]
+    by_value = {_raw(r): r for r in records}
+    assert len(records) == len(garbage) and len(by_value) == len(garbage)
+    for raw in garbage:
+        record = by_value.get(raw)
+        assert record is not None, f"{raw[:40]!r} not dead-lettered as it was sent"
+        assert record["reason"] == "bad_model_update", record
+        assert record["original_topic"] == topic and record["detail"]
+        assert record["value_size"] == len(raw) and not record["truncated"]
+    assert worker.alive and worker.proc.pid == pid, "the worker restarted"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_undecodable_model_updates_are_dead_lettered_and_the_worker_keeps_serving(
+    serving: tuple[WorkerProcess, Producer, Recorder, Recorder],
+) -> None:
+    head = _worker_head()
+    valid = _update(head, "peer-x")
+    other = json.loads(valid[8 : 8 + int.from_bytes(valid[:8], "little")])["__metadata__"]
+    garbage = [
+        b"not safetensors at all",
+        b"\x00" * 7,  # shorter than the safetensors length prefix
+        valid[: len(valid) // 2],  # cut in the middle
+        _bare_safetensors(None),  # safetensors without any metadata
+        _bare_safetensors({**other, "format": "someone-elses-v9"}),
+        _bare_safetensors({**other, "seq": "lots"}),
+        HeadUpdate("peer-y", 0, head.dim, head.hidden, head.to_tensors()).to_bytes(),  # seq 0
+    ]
+    _expect_dead_letters(serving, garbage, "u-decode")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_model_updates_that_do_not_fit_the_head_are_dead_lettered(
+    serving: tuple[WorkerProcess, Producer, Recorder, Recorder],
+) -> None:
+    head = _worker_head()
+    garbage = [
+        _update(ScoringHead(DIM, hidden=4), "peer-small"),  # another head shape
+        HeadUpdate("peer-names", 1, head.dim, head.hidden, {"bogus": torch.zeros(3)}).to_bytes(),
+        _update(head, "peer-w1", w1=torch.zeros(head.hidden, head.dim + 1)),  # wrong shape
+        _update(head, "peer-nan", b1=torch.full((head.hidden,), float("nan"))),
+        _update(head, "peer-inf", w2=torch.full((head.hidden,), float("inf"))),
+    ]
+    _expect_dead_letters(serving, garbage, "u-fit")

@@ -7,7 +7,6 @@ metrics -> restart).
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
@@ -22,7 +21,11 @@ from tests.streams.conftest import (
     Recorder,
     WorkerProcess,
     catalog_items,
+    dead_letter_bytes,
+    interaction,
+    json_bytes,
     now_ms,
+    request,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,25 +70,6 @@ def started(worker: WorkerProcess, producer: Producer) -> WorkerProcess:
     producer.flush()
     worker.start().wait_ready()
     return worker
-
-
-def interaction(user: str, item: str, **extra: Any) -> dict[str, Any]:
-    event = {
-        "event_id": uuid.uuid4().hex,
-        "user_id": user,
-        "item_id": item,
-        "type": "click",
-        "ts": now_ms(),
-    }
-    event.update(extra)
-    return event
-
-
-def request(user: str, k: int | None = None) -> dict[str, Any]:
-    req: dict[str, Any] = {"request_id": uuid.uuid4().hex, "user_id": user, "ts": now_ms()}
-    if k is not None:
-        req["k"] = k
-    return req
 
 
 def ask(producer: Producer, recs: Recorder, user: str, k: int | None = None) -> dict[str, Any]:
@@ -208,17 +192,17 @@ def test_bad_input_is_dead_lettered_and_valid_events_flow(
         ("interactions", b"\xff\xfe\x00binary", "bad_encoding"),
         ("interactions", b"[1, 2, 3]", "not_an_object"),
         ("interactions", json.dumps({"user_id": "u-cook", "ts": now_ms()}).encode(), "schema"),
-        ("interactions", _enc(interaction("u-cook", "cooking-1", user_id=42)), "schema"),
-        ("interactions", _enc(interaction("u-cook", "cooking-1", type="teleport")), "unknown_type"),
-        ("interactions", _enc(interaction("u-cook", "cooking-1", ts=-5)), "bad_timestamp"),
-        ("interactions", _enc(interaction("u-cook", "cooking-1", ts=4102444800000)), "bad_timestamp"),
-        ("interactions", _enc(interaction("u-cook", "cooking-1", value=1)).replace(b"1}", b"NaN}"), "non_finite"),
-        ("interactions", _enc(dup), "duplicate_event"),  # sent twice below; the 2nd is the dup
+        ("interactions", json_bytes(interaction("u-cook", "cooking-1", user_id=42)), "schema"),
+        ("interactions", json_bytes(interaction("u-cook", "cooking-1", type="teleport")), "unknown_type"),
+        ("interactions", json_bytes(interaction("u-cook", "cooking-1", ts=-5)), "bad_timestamp"),
+        ("interactions", json_bytes(interaction("u-cook", "cooking-1", ts=4102444800000)), "bad_timestamp"),
+        ("interactions", json_bytes(interaction("u-cook", "cooking-1", value=1)).replace(b"1}", b"NaN}"), "non_finite"),
+        ("interactions", json_bytes(dup), "duplicate_event"),  # sent twice below; the 2nd is the dup
         ("interactions", b"x" * 70_000, "too_large"),
-        ("items", _enc({"item_id": "empty-1", "title": "", "text": ""}), "empty_text"),
+        ("items", json_bytes({"item_id": "empty-1", "title": "", "text": ""}), "empty_text"),
         ("feedback", b'{"event_id":"f1","user_id":"u-cook","item_id":"cooking-1","reward":NaN,"ts":1}', "non_finite"),
-        ("feedback", _enc({"event_id": "f2", "user_id": "u-cook", "item_id": "nope", "label": 1, "ts": now_ms()}), "unknown_item"),
-        ("recommendation-requests", _enc({"request_id": "r1", "user_id": "u-cook", "k": 100000, "ts": now_ms()}), "schema"),
+        ("feedback", json_bytes({"event_id": "f2", "user_id": "u-cook", "item_id": "nope", "label": 1, "ts": now_ms()}), "unknown_item"),
+        ("recommendation-requests", json_bytes({"request_id": "r1", "user_id": "u-cook", "k": 100000, "ts": now_ms()}), "schema"),
     ]  # fmt: skip
     producer.send("interactions", "u-cook", dup)
     producer.send("items", long_item["item_id"], long_item)
@@ -231,9 +215,9 @@ def test_bad_input_is_dead_lettered_and_valid_events_flow(
     producer.flush()
 
     expected = [(reason, raw) for _, raw, reason in bad]
-    expected.append(("unknown_item", _enc(unknown)))
+    expected.append(("unknown_item", json_bytes(unknown)))
     records = dead.wait_for(lambda rs: len(rs) >= len(expected), timeout=60)
-    got = {(r["reason"], _raw(r)) for r in records}
+    got = {(r["reason"], dead_letter_bytes(r)) for r in records}
     for reason, raw in expected:
         assert (reason, raw[:262144]) in got or reason == "too_large", (reason, raw[:60])
     too_large = [r for r in records if r["reason"] == "too_large"]
@@ -248,7 +232,9 @@ def test_bad_input_is_dead_lettered_and_valid_events_flow(
     assert "cooking-6" not in {i["item_id"] for i in rec_after["items"]}
     assert started.alive
     # The oversized item was truncated and indexed, not rejected.
-    assert not any(r["reason"] != "empty_text" and b"cooking-long" in _raw(r) for r in records)
+    assert not any(
+        r["reason"] != "empty_text" and b"cooking-long" in dead_letter_bytes(r) for r in records
+    )
     rec = ask(producer, recs, "u-cook", k=100)
     assert "cooking-long" in {i["item_id"] for i in rec["items"]}
 
@@ -290,13 +276,3 @@ def test_restart_restores_history_index_and_head(
     # The history table came back from its changelog: seen items stay excluded.
     assert not set(history["u-space"]) & {i["item_id"] for i in rec["items"]}
     assert "hiking-new" in {i["item_id"] for i in rec["items"]}
-
-
-def _enc(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj).encode()
-
-
-def _raw(record: dict[str, Any]) -> bytes:
-    if record.get("value_text") is not None:
-        return str(record["value_text"]).encode()
-    return base64.b64decode(record.get("value_base64") or "")

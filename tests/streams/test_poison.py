@@ -9,9 +9,7 @@ has its effect; the worker process never restarts.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import random
 import uuid
 from collections.abc import Callable
@@ -21,23 +19,13 @@ from typing import Any
 import pytest
 
 from promptrec.streams.broker import EmbeddedBroker
-from tests.streams.conftest import Producer, Recorder, now_ms
+from tests.streams.conftest import Producer, Recorder, dead_letter_bytes, json_bytes, now_ms
 from tests.streams.reliability import catalog, settings_for, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BIG = 10 * 1024 * 1024
 Garbage = tuple[str, str | None, bytes, str]  # logical topic, key, value, reason
-
-
-def _enc(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj).encode()
-
-
-def _raw(record: dict[str, Any]) -> bytes:
-    if record.get("value_text") is not None:
-        return str(record["value_text"]).encode()
-    return base64.b64decode(record.get("value_base64") or "")
 
 
 def garbage_for(
@@ -55,26 +43,26 @@ def garbage_for(
     def nan() -> bytes:
         field = "reward" if topic == "feedback" else "value" if topic == "interactions" else "k"
         if topic in ("items", "users"):
-            return _enc(with_(attributes={"x": 1})).replace(b'"x": 1', b'"x": NaN')
-        return _enc(with_(**{field: 1})).replace(
+            return json_bytes(with_(attributes={"x": 1})).replace(b'"x": 1', b'"x": NaN')
+        return json_bytes(with_(**{field: 1})).replace(
             f'"{field}": 1'.encode(), f'"{field}": NaN'.encode()
         )
 
     kinds: list[Callable[[], tuple[bytes, str]]] = [
         lambda: (b"{not json" + bytes([rng.randrange(33, 127)]), "invalid_json"),
         lambda: (bytes(rng.randrange(128, 256) for _ in range(64)), "bad_encoding"),
-        lambda: (_enc({k: v for k, v in with_().items() if k != id_field}), "schema"),
-        lambda: (_enc(with_(**{id_field: 12345})), "schema"),
+        lambda: (json_bytes({k: v for k, v in with_().items() if k != id_field}), "schema"),
+        lambda: (json_bytes(with_(**{id_field: 12345})), "schema"),
         lambda: (nan(), "non_finite"),
-        lambda: (_enc(with_())[:-1] + b', "score": Infinity}', "non_finite"),
+        lambda: (json_bytes(with_())[:-1] + b', "score": Infinity}', "non_finite"),
     ]
     if topic not in ("items", "users"):
         kinds += [
-            lambda: (_enc(with_(ts=1000)), "bad_timestamp"),  # 1970
-            lambda: (_enc(with_(ts=4102444800000)), "bad_timestamp"),  # 2100
+            lambda: (json_bytes(with_(ts=1000)), "bad_timestamp"),  # 1970
+            lambda: (json_bytes(with_(ts=4102444800000)), "bad_timestamp"),  # 2100
         ]
     if topic in ("interactions", "feedback"):
-        kinds.append(lambda: (_enc(with_(item_id="no-such-item")), "unknown_item"))
+        kinds.append(lambda: (json_bytes(with_(item_id="no-such-item")), "unknown_item"))
     out: list[Garbage] = []
     # One 10 MB value per topic, then the cheap kinds round-robin.
     out.append((topic, key, b'{"pad": "' + b"x" * BIG + b'"}', "too_large"))
@@ -145,8 +133,8 @@ def test_five_percent_garbage_everywhere(broker: EmbeddedBroker, tmp_path: Path)
         stream_garbage = [g for g in garbage if g[0] not in ("items", "users")]
         rng.shuffle(stream_garbage)
         queue: list[tuple[str, str | None, bytes]] = []
-        queue += [("interactions", c["user_id"], _enc(c)) for c in clicks]
-        queue += [("interactions", dup_click["user_id"], _enc(dup_click))]
+        queue += [("interactions", c["user_id"], json_bytes(c)) for c in clicks]
+        queue += [("interactions", dup_click["user_id"], json_bytes(dup_click))]
         for g in stream_garbage:
             queue.insert(rng.randrange(50, len(queue)), g[:3])
         for topic, key, raw in queue:
@@ -165,8 +153,8 @@ def test_five_percent_garbage_everywhere(broker: EmbeddedBroker, tmp_path: Path)
         recs.wait_for(lambda rs: wanted_reqs <= {r["source_event_id"] for r in rs}, timeout=120)
 
         expected = [(t, raw, reason) for t, _, raw, reason in garbage]
-        expected.append(("interactions", _enc(dup_click), "duplicate_event"))
-        expected.append(("feedback", _enc(dup_fb), "duplicate_event"))
+        expected.append(("interactions", json_bytes(dup_click), "duplicate_event"))
+        expected.append(("feedback", json_bytes(dup_fb), "duplicate_event"))
         records = dead.wait_for(lambda rs: len(rs) >= len(expected), timeout=120)
         learned = worker.metric("promptrec_feedback_learned_total")
         index_items = worker.metric("promptrec_index_items")
@@ -188,7 +176,8 @@ def test_five_percent_garbage_everywhere(broker: EmbeddedBroker, tmp_path: Path)
         assert any(r["reason"] == reason for r in found), (reason, [r["reason"] for r in found])
         r = found[0]
         assert r["value_size"] == len(raw)
-        assert raw.startswith(_raw(r)) and (r["truncated"] or _raw(r) == raw)
+        carried = dead_letter_bytes(r)
+        assert raw.startswith(carried) and (r["truncated"] or carried == raw)
         assert r["detail"]
     # Every valid record had its effect.
     assert index_items == len(items)

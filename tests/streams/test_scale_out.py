@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from promptrec.streams.broker import EmbeddedBroker
-from tests.streams.conftest import Producer, Recorder, WorkerProcess, now_ms
+from tests.streams.conftest import Producer, Recorder, WorkerProcess, interaction, now_ms
 from tests.streams.reliability import (
-    catalog,
     check_histories,
     clone,
+    publish_catalog,
     settings_for,
     start_worker,
     worker_env,
@@ -30,20 +30,10 @@ USERS = [f"u{i}" for i in range(40)]
 N_ITEMS = 40
 
 
-def click(user: str, item: int) -> dict[str, Any]:
-    return {
-        "event_id": uuid.uuid4().hex,
-        "user_id": user,
-        "item_id": f"i{item}",
-        "type": "click",
-        "ts": now_ms(),
-    }
-
-
 def send_round(producer: Producer, n: int, sent: list[dict[str, Any]]) -> set[str]:
     ids = set()
     for j, user in enumerate(USERS):
-        e = click(user, (n * 7 + j) % N_ITEMS)
+        e = interaction(user, f"i{(n * 7 + j) % N_ITEMS}")
         producer.send("interactions", user, e)
         sent.append(e)
         ids.add(e["event_id"])
@@ -93,9 +83,7 @@ def test_two_workers_share_the_load_and_the_model(
     s1 = settings_for(own_broker.url, tmp_path / "state-1", partitions=4)
     s2 = clone(s1, tmp_path / "state-2")
     producer = Producer(s1)
-    for item in catalog(N_ITEMS):
-        producer.send("items", item["item_id"], item)
-    producer.flush()
+    publish_catalog(producer, N_ITEMS)
     recs = Recorder(s1, f"{s1.topic_prefix}recommendations")
     # One after the other, as workers are added in production. Two simultaneous first joins on
     # the embedded broker once left a member that missed a rebalance (seen once in a loaded run).
