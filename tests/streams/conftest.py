@@ -256,3 +256,20 @@ def worker(
     )
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of one test alone, for tests that kill a worker and wait for its successor.
+
+    On the session broker, after the rest of the suite has run, a successor once took over the
+    dead worker's partitions (new generation, recovery done) and then answered nothing for
+    minutes; in isolation it always worked. Not understood yet (see the README's broker notes),
+    so these tests run on a fresh broker.
+    """
+    b = EmbeddedBroker()
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()

@@ -36,8 +36,8 @@ N_USERS = 400
 N_ITEMS = 200
 
 
-def test_kill_9_mid_stream_loses_nothing(broker: EmbeddedBroker, tmp_path: Path) -> None:
-    settings = settings_for(broker.url, tmp_path / "state")
+def test_kill_9_mid_stream_loses_nothing(own_broker: EmbeddedBroker, tmp_path: Path) -> None:
+    settings = settings_for(own_broker.url, tmp_path / "state")
     producer = Producer(settings)
     publish_catalog(producer, N_ITEMS)
     recs = Recorder(settings, f"{settings.topic_prefix}recommendations")

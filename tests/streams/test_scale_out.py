@@ -7,7 +7,6 @@ import signal
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,23 +57,6 @@ def wait_metric(worker: WorkerProcess, name: str, pred: Any, timeout: float = 30
             return value
         time.sleep(0.05)
     raise AssertionError(f"{name} never satisfied the condition; last {value}")
-
-
-@pytest.fixture
-def own_broker() -> Iterator[EmbeddedBroker]:
-    """A broker of this test alone.
-
-    On the session broker, after the rest of the suite has run, the surviving worker once took
-    over the dead worker's partitions (new generation, recovery done) and then answered nothing
-    for 180 s; in isolation the takeover always worked. Not understood yet (see the README's
-    broker notes), so the test runs on a fresh broker.
-    """
-    b = EmbeddedBroker()
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 def test_two_workers_share_the_load_and_the_model(
