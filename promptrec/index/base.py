@@ -258,12 +258,7 @@ class CandidateIndex(abc.ABC):
         exclude: Sequence[Collection[str]] | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Top-k ``(item_id, score)`` per query, best first, excluded ids never returned."""
-        if k <= 0:
-            self._check(queries, None, "queries")
-            if exclude is not None and len(exclude) != len(queries):
-                raise ValueError(f"{len(exclude)} exclusion sets for {len(queries)} queries")
-            return [[] for _ in range(len(queries))]
-        scores, rows = self.search_rows(queries, k, exclude)
+        scores, rows = self.search_rows(queries, k, exclude)  # k <= 0: (b, 0) arrays
         ids = self._ids
         return [
             [(ids[r], s) for s, r in zip(srow, rrow, strict=True) if r >= 0]
