@@ -26,7 +26,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import cpu_seconds, rss_bytes
-from promptrec.streams.broker import EmbeddedBroker, free_port
+from promptrec.broker.embedded import EmbeddedBroker, free_port
 from promptrec.streams.clients import make_consumer, make_producer
 from promptrec.streams.settings import StreamSettings
 from promptrec.streams.topics import TopicNames, ensure_topics

@@ -1,7 +1,7 @@
 """Generated benchmark data: a catalog of any size with realistic titles and descriptions, users
 with interests, and a stream of interactions that mostly follows those interests.
 
-Texts come from the word lists of :mod:`promptrec.streams.sample_data` (about 60-110 characters
+Texts come from the word lists of :mod:`promptrec.demo.sample_data` (about 60-110 characters
 of description plus a title, tags, brand/price attributes), so the prompt-wrapped item text has
 the length of a real product listing and the encoder cost per item is realistic. Everything is
 seeded: the producer process and the benchmark driver regenerate the same records independently.
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from promptrec.streams.sample_data import _CATEGORIES, _fill
+from promptrec.demo.sample_data import _CATEGORIES, _fill
 
 __all__ = ["BenchData", "interaction_bytes", "item_id", "user_id"]
 

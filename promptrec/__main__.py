@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from promptrec.streams.cli import main
+from promptrec.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

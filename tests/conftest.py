@@ -9,11 +9,11 @@ from uuid import uuid4
 
 import pytest
 
-from promptrec.streams.broker import EmbeddedBroker
+from promptrec.broker.embedded import EmbeddedBroker
 from promptrec.streams.settings import StreamSettings
 
 # Encoder fixtures (the real MiniLM, a tiny random BERT) are shared by every package's tests.
-pytest_plugins = ["tests.encoder.fixtures"]
+pytest_plugins = ["tests.encoder.fixtures", "tests.pipeline_fixtures"]
 
 
 @pytest.fixture(scope="session")

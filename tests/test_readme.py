@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from promptrec.encoder.settings import EncoderSettings
+from promptrec.events.schemas import EXAMPLES
 from promptrec.index.settings import IndexSettings
-from promptrec.streams.schemas import EXAMPLES
 from promptrec.streams.settings import StreamSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Prompt rendering shared by the worker and offline training, and cached frozen text vectors.
 
-The worker (:class:`~promptrec.streams.catalog.CatalogUpdater`) and ``promptrec train`` must
+The worker (:class:`~promptrec.serving.catalog.CatalogUpdater`) and ``promptrec train`` must
 produce the same text for the same item, or a trained adapter would see other inputs online;
 both go through :func:`render_fields`. Offline, the frozen encoder runs once per distinct text
 set: vectors are cached in a safetensors file named by a hash of the model and the texts.
@@ -19,18 +19,11 @@ import numpy as np
 import torch
 
 from promptrec.encoder.checkpoint import load_checkpoint, save_checkpoint
-from promptrec.encoder.datasets import Dataset, ItemRecord
 from promptrec.encoder.exceptions import CheckpointError
 from promptrec.encoder.prompts import PromptTemplates
 from promptrec.encoder.text_encoder import TextEncoder
 
-__all__ = [
-    "default_cache_dir",
-    "encode_cached",
-    "item_texts",
-    "render_fields",
-    "user_texts",
-]
+__all__ = ["default_cache_dir", "encode_cached", "render_fields"]
 
 log = logging.getLogger(__name__)
 
@@ -45,37 +38,6 @@ def render_fields(
     """Renders template ``name``: event fields win over attributes of the same name."""
     merged = {**attributes, **fields, "attributes": dict(attributes)}
     return prompts.render(name, merged, max_chars=max_chars)
-
-
-def _item_text(prompts: PromptTemplates, name: str, item: ItemRecord, max_chars: int) -> str:
-    fields = {"item_id": item.item_id, "title": item.title, "text": item.text}
-    return render_fields(prompts, name, fields, item.attributes, max_chars)
-
-
-def item_texts(
-    dataset: Dataset, prompts: PromptTemplates, name: str = "item", max_chars: int = 4000
-) -> list[str]:
-    """Prompt text of every item, in catalog order (the worker renders the same text)."""
-    return [_item_text(prompts, name, item, max_chars) or item.item_id for item in dataset.items]
-
-
-def user_texts(
-    user_ids: Sequence[str],
-    dataset: Dataset,
-    prompts: PromptTemplates,
-    name: str = "user",
-    max_chars: int = 4000,
-) -> list[str]:
-    """Profile prompt text per user ("" for users without a profile)."""
-    out = []
-    for user in user_ids:
-        attributes = dataset.users.get(user)
-        if not attributes:
-            out.append("")
-            continue
-        fields = {"user_id": user, "profile": dict(attributes)}
-        out.append(render_fields(prompts, name, fields, attributes, max_chars))
-    return out
 
 
 def default_cache_dir() -> Path:

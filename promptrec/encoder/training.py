@@ -17,18 +17,36 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from promptrec.encoder.evaluation import Split, evaluate
 from promptrec.encoder.model import ModelConfig, RecModel
 
-__all__ = ["ModelScorer", "TrainConfig", "TrainResult", "train_model"]
+__all__ = ["ModelScorer", "TrainConfig", "TrainResult", "TrainingSplit", "train_model"]
 
 log = logging.getLogger(__name__)
+
+
+class TrainingSplit(Protocol):
+    """What training needs of a split (:class:`promptrec.evaluation.protocol.Split` has it).
+
+    A protocol, not an import: the encoder package never depends on the evaluation package.
+    """
+
+    item_ids: list[str]
+    train: list[list[int]]  # per user, item rows oldest first
+
+    @property
+    def n_items(self) -> int:
+        """Catalog size."""
+        ...
+
+    def evaluate(self, scorer: Any, stage: Any = ...) -> dict[str, float]:
+        """Full-ranking metrics (``NDCG@10`` ...) of ``scorer`` on ``stage``."""
+        ...
 
 
 @dataclass
@@ -138,7 +156,7 @@ def _windows(
 
 
 def train_model(
-    split: Split,
+    split: TrainingSplit,
     text: np.ndarray,
     config: ModelConfig,
     train: TrainConfig,
@@ -202,7 +220,7 @@ def train_model(
             optimiser.step()
             total += float(loss.detach()) * len(idx)
         scorer = ModelScorer(model, text, split.item_ids, profiles)
-        ndcg = evaluate(scorer, split, "valid")["NDCG@10"]
+        ndcg = split.evaluate(scorer, "valid")["NDCG@10"]
         curve.append(ndcg)
         if ndcg > best:
             best, best_epoch, since = ndcg, epoch, 0
@@ -217,7 +235,7 @@ def train_model(
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
-    valid = evaluate(ModelScorer(model, text, split.item_ids, profiles), split, "valid")
+    valid = split.evaluate(ModelScorer(model, text, split.item_ids, profiles), "valid")
     log.info("best epoch %d, validation %s", best_epoch, valid)
     return TrainResult(model.cpu(), best_epoch, valid, curve, time.perf_counter() - t0, str(device))
 

@@ -24,25 +24,24 @@ import faust
 import torch
 from faust.streams import _current_event
 
-from promptrec.streams.catalog import CatalogRecord, CatalogUpdater
-from promptrec.streams.catalog_reader import CatalogReader
-from promptrec.streams.engine import Engine
-from promptrec.streams.exceptions import InvalidEvent, ReasonCode
-from promptrec.streams.history import UserHistory
-from promptrec.streams.learner import OnlineLearner
-from promptrec.streams.metrics import Metrics
-from promptrec.streams.model_reader import ModelUpdateReader
-from promptrec.streams.model_sync import HeadSync
-from promptrec.streams.publisher import RecommendationPublisher, recommendation_json
-from promptrec.streams.recommend import Query, Recommender
-from promptrec.streams.schemas import (
+from promptrec.events.exceptions import InvalidEvent, ReasonCode
+from promptrec.events.schemas import (
     DeadLetter,
-    Limits,
     decode_feedback,
     decode_interaction,
     decode_request,
     to_json_bytes,
 )
+from promptrec.observability.metrics import Metrics
+from promptrec.serving.catalog import CatalogRecord, CatalogUpdater
+from promptrec.serving.engine import Engine
+from promptrec.serving.history import UserHistory
+from promptrec.serving.learner import OnlineLearner
+from promptrec.serving.model_sync import HeadSync
+from promptrec.serving.recommender import Query, Recommender
+from promptrec.streams.catalog_reader import CatalogReader
+from promptrec.streams.model_reader import ModelUpdateReader
+from promptrec.streams.publisher import RecommendationPublisher, recommendation_json
 from promptrec.streams.settings import StreamSettings
 from promptrec.streams.topics import TopicNames
 
@@ -73,7 +72,7 @@ class Pipeline:
         self.engine = engine
         self.metrics = metrics
         self.names = TopicNames.from_settings(settings)
-        self.limits = Limits.from_settings(settings)
+        self.limits = settings.limits(engine.encoder_settings.max_text_chars)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self.recommender = Recommender(engine)
         # One id per process start: a restarted worker is a new contributor to the shared head.

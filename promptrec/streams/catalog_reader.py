@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
-from promptrec.streams.catalog import CatalogRecord
+from promptrec.serving.catalog import CatalogRecord
 from promptrec.streams.settings import StreamSettings
 from promptrec.streams.topics import TopicNames
 

@@ -9,9 +9,9 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from promptrec.encoder import ScoringHead
+from promptrec.events.exceptions import InvalidEvent
+from promptrec.serving.model_sync import HeadSync, HeadUpdate
 from promptrec.streams.catalog_reader import TopicFollower
-from promptrec.streams.exceptions import InvalidEvent
-from promptrec.streams.model_sync import HeadSync, HeadUpdate
 from promptrec.streams.topics import TopicNames
 
 if TYPE_CHECKING:

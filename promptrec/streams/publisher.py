@@ -38,7 +38,7 @@ def recommendation_json(
     generated_at: int,
     worker: str,
 ) -> bytes:
-    """One ``recommendations`` record (the :class:`~promptrec.streams.schemas.Recommendation`
+    """One ``recommendations`` record (the :class:`~promptrec.events.schemas.Recommendation`
     schema), serialised without building a pydantic model on the hot path."""
     return _dumps(
         {

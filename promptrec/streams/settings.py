@@ -6,13 +6,20 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from promptrec.events.schemas import DEFAULT_MAX_TEXT_CHARS, Limits
+from promptrec.serving.settings import ServingSettings
 
 __all__ = ["StreamSettings"]
 
 
-class StreamSettings(BaseSettings):
-    """Settings of the ``promptrec.streams`` package (env prefix ``PROMPTREC_``)."""
+class StreamSettings(ServingSettings):
+    """Settings of the ``promptrec.streams`` package (env prefix ``PROMPTREC_``).
+
+    It extends :class:`~promptrec.serving.settings.ServingSettings`, so one object (and one
+    environment) configures a worker.
+    """
 
     model_config = SettingsConfigDict(env_prefix="PROMPTREC_", extra="ignore")
 
@@ -32,31 +39,6 @@ class StreamSettings(BaseSettings):
     batch_size: int = Field(default=64, ge=1, le=10000, description="Micro-batch size of agents.")
     batch_within_ms: int = Field(
         default=20, ge=1, le=60000, description="Micro-batch time limit in milliseconds."
-    )
-    history_len: int = Field(
-        default=50, ge=1, le=10000, description="Interactions kept per user (bounded history)."
-    )
-    recent_items: int = Field(
-        default=20, ge=1, le=1000, description="Recent history items that form the user vector."
-    )
-    top_k: int = Field(default=10, ge=1, le=1000, description="Items per recommendation.")
-    max_k: int = Field(default=100, ge=1, le=1000, description="Largest k a request may ask for.")
-    candidates: int = Field(
-        default=100, ge=1, le=10000, description="FAISS candidates scored by the head per query."
-    )
-    feedback_batch_size: int = Field(
-        default=32, ge=1, le=10000, description="Feedback events per online-learning step."
-    )
-    state_dir: Path = Field(
-        default=Path("state"), description="Index snapshots and head checkpoints live here."
-    )
-    checkpoint_interval_s: float = Field(
-        default=30.0, gt=0, description="Seconds between index snapshots and head checkpoints."
-    )
-    model_sync_interval_s: float = Field(
-        default=1.0,
-        gt=0,
-        description="Seconds between publications of this worker's head updates (model-updates).",
     )
     fault_injection: str = Field(
         default="",
@@ -179,6 +161,19 @@ class StreamSettings(BaseSettings):
         if not servers:
             raise ValueError(f"broker setting {self.broker!r} names no server")
         return servers
+
+    def limits(self, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> Limits:
+        """Decoding limits of every topic; ``max_text_chars`` is the encoder's text budget
+        (``PROMPTREC_ENCODER_MAX_TEXT_CHARS``), so item text is never cut shorter than the
+        encoder would read it."""
+        return Limits(
+            max_bytes=self.max_event_bytes,
+            min_ts=self.min_event_ts,
+            max_future_ms=round(self.max_future_skew_s * 1000),
+            max_k=self.max_k,
+            max_text_chars=max_text_chars,
+            max_item_bytes=self.max_item_bytes,
+        )
 
     @property
     def effective_app_id(self) -> str:

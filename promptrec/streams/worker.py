@@ -8,11 +8,11 @@ import faust
 
 from promptrec.encoder.settings import EncoderSettings
 from promptrec.index.settings import IndexSettings
+from promptrec.observability.metrics import Metrics
+from promptrec.serving.engine import Engine
 from promptrec.streams.agents import Pipeline
 from promptrec.streams.app import make_app
-from promptrec.streams.engine import Engine
-from promptrec.streams.health import instrument
-from promptrec.streams.metrics import Metrics
+from promptrec.streams.instrument import instrument
 from promptrec.streams.settings import StreamSettings
 from promptrec.streams.topics import ensure_topics
 

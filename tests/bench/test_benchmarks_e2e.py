@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from promptrec.streams.cli import main
+from promptrec.cli.main import main
 
 
 def test_encoder_bench_tiny(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -26,10 +26,10 @@ import pytest
 import yaml
 
 from bench.cluster import stop_process
-from promptrec.streams.broker import EmbeddedBroker, free_port
+from promptrec.broker.embedded import EmbeddedBroker, free_port
 from promptrec.streams.settings import StreamSettings
 from tests.deploy.conftest import DEPLOY
-from tests.streams.conftest import (
+from tests.pipeline_fixtures import (
     TOPICS,
     Producer,
     WorkerProcess,

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from promptrec.encoder.baselines import PopScorer
-from promptrec.encoder.datasets import Dataset, Interaction, ItemRecord, write_jsonl
-from promptrec.encoder.evaluation import Split, evaluate
+from promptrec.cli.main import main
 from promptrec.encoder.model import ModelConfig, load_model
 from promptrec.encoder.training import ModelScorer, TrainConfig, train_model
-from promptrec.streams.cli import main
+from promptrec.evaluation.baselines import PopScorer
+from promptrec.evaluation.datasets import Dataset, Interaction, ItemRecord, write_jsonl
+from promptrec.evaluation.protocol import Split, evaluate
 
 TOPICS = ("hiking", "cooking", "jazz", "space")
 

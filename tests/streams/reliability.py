@@ -13,9 +13,9 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from promptrec.streams.broker import free_port
+from promptrec.broker.embedded import free_port
 from promptrec.streams.settings import StreamSettings
-from tests.streams.conftest import TOPICS, Producer, WorkerProcess, now_ms, settings_for
+from tests.pipeline_fixtures import TOPICS, Producer, WorkerProcess, now_ms, settings_for
 
 __all__ = [
     "catalog",

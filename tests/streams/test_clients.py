@@ -12,7 +12,7 @@ import faust
 import pytest
 from faust.types.auth import AuthProtocol, SASLMechanism
 
-from promptrec.streams.broker import free_port
+from promptrec.broker.embedded import free_port
 from promptrec.streams.clients import (
     faust_credentials,
     kafka_client_config,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from promptrec.streams.broker import EmbeddedBroker
-from tests.streams.conftest import Producer, Recorder
+from promptrec.broker.embedded import EmbeddedBroker
+from tests.pipeline_fixtures import Producer, Recorder
 from tests.streams.reliability import (
     check_histories,
     feedback_for,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from promptrec.streams.settings import StreamSettings
-from tests.streams.conftest import (
+from tests.pipeline_fixtures import (
     TOPICS,
     Producer,
     Recorder,

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from promptrec.streams.broker import EmbeddedBroker
-from tests.streams.conftest import Producer, Recorder, dead_letter_bytes, json_bytes, now_ms
+from promptrec.broker.embedded import EmbeddedBroker
+from tests.pipeline_fixtures import Producer, Recorder, dead_letter_bytes, json_bytes, now_ms
 from tests.streams.reliability import catalog, settings_for, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

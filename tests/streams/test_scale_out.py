@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from promptrec.streams.broker import EmbeddedBroker
-from tests.streams.conftest import Producer, Recorder, WorkerProcess, interaction, now_ms
+from promptrec.broker.embedded import EmbeddedBroker
+from tests.pipeline_fixtures import Producer, Recorder, WorkerProcess, interaction, now_ms
 from tests.streams.reliability import (
     check_histories,
     clone,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from promptrec.streams.broker import EmbeddedBroker
-from tests.streams.conftest import Producer, Recorder
+from promptrec.broker.embedded import EmbeddedBroker
+from tests.pipeline_fixtures import Producer, Recorder
 from tests.streams.reliability import catalog, interactions, settings_for, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from promptrec.streams.broker import free_port
+from promptrec.broker.embedded import free_port
 from promptrec.streams.clients import make_admin
 from promptrec.streams.exceptions import TopicError
 from promptrec.streams.settings import StreamSettings

@@ -1,0 +1,197 @@
+"""The bodies of ``promptrec train`` and ``promptrec eval offline``.
+
+Both load a data set, split it (leave-one-out), encode every item's prompt text once with the
+frozen encoder (cached on disk), then train and/or evaluate. ``eval offline`` reports, on the same
+split: ``promptrec`` (trained here or read from ``--checkpoint``), ``promptrec-id-only`` (the same
+recipe without text), ``promptrec-text-zero-shot`` (frozen encoder, no training), ``pop`` and
+``itemknn``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptrec.encoder.features import encode_cached
+from promptrec.encoder.model import ModelConfig, RecModel, load_model, save_model
+from promptrec.encoder.prompts import PromptTemplates
+from promptrec.encoder.settings import EncoderSettings
+from promptrec.encoder.text_encoder import TextEncoder
+from promptrec.encoder.training import ModelScorer, TrainConfig, config_dict, train_model
+from promptrec.evaluation.baselines import PopScorer, select_itemknn, select_text_zero_shot
+from promptrec.evaluation.datasets import Dataset, load_dataset
+from promptrec.evaluation.protocol import PROTOCOL, Split, evaluate
+from promptrec.evaluation.texts import item_texts, user_texts
+
+__all__ = ["Prepared", "prepare", "run_eval_offline", "run_train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A loaded, split and encoded data set."""
+
+    dataset: Dataset
+    split: Split
+    text: np.ndarray  # (n_items, text_dim) frozen item text vectors, unit rows
+    profiles: np.ndarray | None  # (n_users, text_dim) encoded user prompts (zero rows: none)
+    encoder: TextEncoder
+    settings: EncoderSettings
+
+
+def prepare(
+    data: Path,
+    fmt: str,
+    settings: EncoderSettings,
+    cache_dir: Path | None,
+    *,
+    profiles: bool = False,
+    progress: bool = True,
+    encoder: TextEncoder | None = None,
+    skip_users: int = 0,
+) -> Prepared:
+    """Load, split and encode (see the module docstring).
+
+    ``skip_users`` drops the first N users (by first interaction), so that ``eval stream
+    --users N`` can replay users the model never saw.
+    """
+    dataset = load_dataset(data, fmt)
+    if skip_users:
+        dataset = dataset.without_users(set(dataset.first_users(skip_users)))
+    log.info("%s", dataset.summary())
+    split = Split.from_dataset(dataset)
+    encoder = encoder or TextEncoder.from_settings(settings)
+    prompts = PromptTemplates.load(settings.prompts_file)
+    texts = item_texts(dataset, prompts, settings.item_prompt, settings.max_text_chars)
+    text = encode_cached(encoder, texts, cache_dir, progress)
+    prof = None
+    if profiles:
+        utexts = user_texts(
+            split.user_ids, dataset, prompts, settings.user_prompt, settings.max_text_chars
+        )
+        prof = encode_cached(encoder, utexts, cache_dir, progress)
+    return Prepared(dataset, split, text, prof, encoder, settings)
+
+
+def model_config(prep: Prepared, base: ModelConfig) -> ModelConfig:
+    """``base`` with the input widths and encoder identity of ``prep``."""
+    return replace(
+        base,
+        text_dim=prep.text.shape[1] if base.text_dim else 0,
+        profile_dim=prep.text.shape[1] if prep.profiles is not None else 0,
+        item_prompt=prep.settings.item_prompt,
+        user_prompt=prep.settings.user_prompt,
+        encoder_model=prep.encoder.model_dir.name,
+        encoder_max_length=prep.encoder.max_length,
+    )
+
+
+def _scorer(prep: Prepared, model: RecModel) -> ModelScorer:
+    return ModelScorer(model, prep.text, prep.split.item_ids, prep.profiles)
+
+
+def run_train(prep: Prepared, out: Path, base: ModelConfig, train: TrainConfig) -> dict[str, Any]:
+    """Trains, writes ``out`` (safetensors) and ``out.json``; returns the JSON summary."""
+    config = model_config(prep, base)
+    result = train_model(prep.split, prep.text, config, train, prep.profiles)
+    test = evaluate(_scorer(prep, result.model), prep.split, "test")
+    summary = {
+        "dataset": prep.dataset.name,
+        "format": prep.dataset.format,
+        "protocol": PROTOCOL,
+        **config_dict(config, train),
+        **result.summary(),
+        "test": test,
+    }
+    save_model(out, result.model, summary)
+    return summary
+
+
+def run_eval_offline(
+    prep: Prepared,
+    base: ModelConfig,
+    train: TrainConfig,
+    checkpoint: Path | None = None,
+) -> dict[str, Any]:
+    """All methods on the test targets of one split; returns the results.json document."""
+    split = prep.split
+    methods: dict[str, dict[str, float]] = {}
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> None:
+        t0 = time.perf_counter()
+        methods[name] = fn()
+        seconds[name] = time.perf_counter() - t0
+        log.info("%s: %s (%.1f s)", name, methods[name], seconds[name])
+
+    if checkpoint is not None:
+        model = load_model(checkpoint)
+        check_compatible(model.config, prep)
+        timed("promptrec", lambda: evaluate(_scorer(prep, model), split, "test"))
+    else:
+        config = model_config(prep, base)
+        timed("promptrec", lambda: _train_eval(prep, config, train))
+    id_only = replace(model_config(prep, base), text_dim=0, use_ids=True, profile_dim=0)
+    timed("promptrec-id-only", lambda: _train_eval(prep, id_only, train, profiles=False))
+    timed(
+        "promptrec-text-zero-shot",
+        lambda: evaluate(select_text_zero_shot(split, prep.text), split, "test"),
+    )
+    timed("pop", lambda: evaluate(PopScorer(split), split, "test"))
+    timed("itemknn", lambda: evaluate(select_itemknn(split), split, "test"))
+    order = ["promptrec", "pop", "itemknn", "promptrec-id-only", "promptrec-text-zero-shot"]
+    return {
+        "dataset": prep.dataset.name,
+        "protocol": PROTOCOL,
+        "methods": {name: methods[name] for name in order},
+    }
+
+
+def _train_eval(
+    prep: Prepared, config: ModelConfig, train: TrainConfig, profiles: bool = True
+) -> dict[str, float]:
+    prof = prep.profiles if profiles else None
+    result = train_model(prep.split, prep.text, config, train, prof)
+    scorer = ModelScorer(result.model, prep.text, prep.split.item_ids, prof)
+    return evaluate(scorer, prep.split, "test")
+
+
+def check_compatible(config: ModelConfig, prep: Prepared) -> None:
+    """Raises CheckpointError when a model was trained on another encoder or text width."""
+    from promptrec.encoder.exceptions import CheckpointError
+
+    if config.text_dim and config.text_dim != prep.text.shape[1]:
+        raise CheckpointError(
+            f"checkpoint expects {config.text_dim}-d text vectors, encoder gives "
+            f"{prep.text.shape[1]}"
+        )
+    if config.encoder_model and config.encoder_model != prep.encoder.model_dir.name:
+        raise CheckpointError(
+            f"checkpoint was trained with encoder {config.encoder_model!r}, "
+            f"not {prep.encoder.model_dir.name!r}"
+        )
+    if config.profile_dim and prep.profiles is None:
+        raise CheckpointError("checkpoint fuses user profiles; rerun with --user-profile")
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A plain-text table of ``results["methods"]``."""
+    methods = results["methods"]
+    names = list(next(iter(methods.values())))
+    lines = [f"{'method':<26}" + "".join(f"{n:>9}" for n in names)]
+    for method, metrics in methods.items():
+        lines.append(f"{method:<26}" + "".join(f"{metrics[n]:>9.4f}" for n in names))
+    return "\n".join(lines)
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Writes ``document`` as indented JSON (folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,1 @@
+"""promptrec.observability."""

@@ -1,0 +1,175 @@
+"""Catalog updates: items and user profiles -> prompt -> one encoder call per batch -> index.
+
+Each worker replays the compacted ``items`` and ``users`` topics in full (see
+:mod:`promptrec.streams.catalog_reader`), so every worker holds the whole catalog whichever
+interaction partitions it owns. Items are re-encoded only when their prompt text changes: the
+index stores a content hash per item, which also makes a restored snapshot a cache for the replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptrec.encoder.features import render_fields
+from promptrec.events.exceptions import InvalidEvent, ReasonCode
+from promptrec.events.schemas import Limits, decode_item, decode_user
+from promptrec.serving.engine import Engine
+
+__all__ = ["CatalogOutcome", "CatalogRecord", "CatalogUpdater"]
+
+
+@dataclass(frozen=True)
+class CatalogRecord:
+    """One raw record of the items or users topic, forwarded by the catalog reader."""
+
+    topic: str  # logical name: "items" or "users"
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    marker: bool = False  # end of the start-up replay, not a record
+
+
+@dataclass
+class CatalogOutcome:
+    """What one :meth:`CatalogUpdater.apply_many` call did."""
+
+    upserted: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    profiles: int = 0
+    dead: list[tuple[CatalogRecord, InvalidEvent]] = field(default_factory=list)
+
+
+class CatalogUpdater:
+    """Applies catalog records to the engine's item index and user-profile store."""
+
+    def __init__(self, engine: Engine, limits: Limits) -> None:
+        self.engine = engine
+        self.limits = limits
+        settings = engine.encoder_settings
+        self._item_prompt = settings.item_prompt
+        self._user_prompt = settings.user_prompt
+        self._max_chars = settings.max_text_chars
+        self._model_tag = f"{engine.encoder.model_dir.name}:{engine.encoder.max_length}"
+        if engine.model_tag:  # adapted vectors depend on the checkpoint too
+            self._model_tag += f":{engine.model_tag}"
+        # Ids seen during the start-up replay; ids restored from a snapshot but absent from the
+        # topic were deleted while the worker was down (and their tombstones compacted away).
+        self._replayed_items: set[str] | None = set()
+        self._replayed_users: set[str] | None = set()
+
+    def apply_many(self, records: Sequence[CatalogRecord]) -> CatalogOutcome:
+        """Decode, render prompts, encode what changed in one call, update index and profiles."""
+        out = CatalogOutcome()
+        items: dict[str, str] = {}  # item_id -> prompt text; last record of an id wins
+        users: dict[str, str] = {}
+        drop_items: set[str] = set()
+        drop_users: set[str] = set()
+        for rec in records:
+            try:
+                self._collect(rec, items, users, drop_items, drop_users)
+            except InvalidEvent as exc:
+                out.dead.append((rec, exc))
+        out.removed = self.engine.index.remove_many(sorted(drop_items))
+        self.engine.profiles.remove_many(sorted(drop_users))
+        item_todo = self._changed(self.engine.index, items)
+        user_todo = self._changed(self.engine.profiles, users)
+        out.unchanged = len(items) - len(item_todo)
+        texts = [text for _, text, _ in item_todo] + [text for _, text, _ in user_todo]
+        if texts:
+            # One encoder call for items and profiles: (n, dim) float32, L2-normalised.
+            vectors = self.engine.encoder.encode_many(texts)
+            n_items = len(item_todo)
+            if item_todo:
+                ids = [i for i, _, _ in item_todo]
+                # (n_items, index dim): adapted by the trained model when there is one.
+                item_vecs = self.engine.item_vectors(vectors[:n_items], ids)
+                self.engine.index.upsert_many(ids, item_vecs, [h for _, _, h in item_todo])
+            if user_todo:
+                self.engine.profiles.upsert_many(
+                    [u for u, _, _ in user_todo], vectors[n_items:], [h for _, _, h in user_todo]
+                )
+        out.upserted = len(item_todo)
+        out.profiles = len(user_todo)
+        return out
+
+    def finish_replay(self) -> int:
+        """End of the start-up replay: drop restored entries the topics no longer hold."""
+        removed = 0
+        if self._replayed_items is not None:
+            stale = [i for i in self.engine.index.ids() if i not in self._replayed_items]
+            removed += self.engine.index.remove_many(stale)
+        if self._replayed_users is not None:
+            stale = [u for u in self.engine.profiles.ids() if u not in self._replayed_users]
+            self.engine.profiles.remove_many(stale)
+        self._replayed_items = self._replayed_users = None
+        return removed
+
+    def _collect(
+        self,
+        rec: CatalogRecord,
+        items: dict[str, str],
+        users: dict[str, str],
+        drop_items: set[str],
+        drop_users: set[str],
+    ) -> None:
+        is_item = rec.topic == "items"
+        if rec.value is None:
+            # A tombstone in a compacted topic deletes the key.
+            key = _key_text(rec.key)
+            (drop_items if is_item else drop_users).add(key)
+            (items if is_item else users).pop(key, None)
+            return
+        if is_item:
+            item = decode_item(rec.value, self.limits)
+            fields: dict[str, Any] = {
+                "item_id": item.item_id,
+                "title": item.title,
+                "text": item.text,
+            }
+            self._track(self._replayed_items, item.item_id)
+            if item.deleted:
+                drop_items.add(item.item_id)
+                items.pop(item.item_id, None)
+                return
+            items[item.item_id] = self._render(self._item_prompt, fields, item.attributes)
+            drop_items.discard(item.item_id)
+        else:
+            user = decode_user(rec.value, self.limits)
+            self._track(self._replayed_users, user.user_id)
+            fields = {"user_id": user.user_id, "profile": dict(user.attributes)}
+            users[user.user_id] = self._render(self._user_prompt, fields, user.attributes)
+            drop_users.discard(user.user_id)
+
+    def _render(self, name: str, fields: dict[str, Any], attributes: Mapping[str, Any]) -> str:
+        # The same rendering as offline training (promptrec.encoder.features).
+        text = render_fields(self.engine.prompts, name, fields, attributes, self._max_chars)
+        if not text.strip():
+            raise InvalidEvent(ReasonCode.empty_text, f"prompt {name!r} rendered empty text")
+        return text
+
+    def _changed(self, store: Any, texts: dict[str, str]) -> list[tuple[str, str, str]]:
+        todo = []
+        for key, text in texts.items():
+            tag = hashlib.sha256(f"{self._model_tag}\n{text}".encode()).hexdigest()[:24]
+            if store.tag_of(key) != tag:
+                todo.append((key, text, tag))
+        return todo
+
+    @staticmethod
+    def _track(seen: set[str] | None, key: str) -> None:
+        if seen is not None:
+            seen.add(key)
+
+
+def _key_text(key: bytes | None) -> str:
+    if not key:
+        raise InvalidEvent(ReasonCode.empty_value, "tombstone without a key")
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(ReasonCode.bad_encoding, "record key is not UTF-8") from exc

@@ -1,0 +1,222 @@
+"""The worker's model state: encoder, prompts, candidate index, user profiles, scoring head.
+
+Everything heavy (encoding, FAISS, the head) runs on one dedicated thread (:attr:`Engine.executor`),
+so index updates, searches and learning steps never interleave and the asyncio loop that drives
+Kafka stays responsive.
+
+With a trained checkpoint (``EncoderSettings.checkpoint``, from ``promptrec train``) the index
+holds the model's adapted item vectors (text adapter + ID vector for items seen in training;
+cold items from text alone) and user vectors come from its sequence model over the recent item
+vectors; the scoring head then works in the model's space (its width). Without one, the index
+holds the frozen text vectors and the :class:`UserTower` builds users, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from promptrec.encoder import PromptTemplates, ScoringHead, TextEncoder, UserTower
+from promptrec.encoder.exceptions import CheckpointError, EncoderError
+from promptrec.encoder.model import RecModel, load_model
+from promptrec.encoder.settings import EncoderSettings
+from promptrec.index import CandidateIndex, create_index, restore_index
+from promptrec.index.exceptions import CandidateIndexError
+from promptrec.index.settings import IndexSettings
+from promptrec.serving.popularity import RecentPopularity
+from promptrec.serving.settings import ServingSettings
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engine:
+    """Model state of one worker, restored from ``state_dir`` when a snapshot is there."""
+
+    serving: ServingSettings
+    encoder_settings: EncoderSettings
+    index_settings: IndexSettings
+    encoder: TextEncoder
+    prompts: PromptTemplates
+    index: CandidateIndex
+    profiles: CandidateIndex
+    head: ScoringHead
+    tower: UserTower = field(default_factory=UserTower)
+    popularity: RecentPopularity = field(default_factory=RecentPopularity)
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+    )
+    model: RecModel | None = None
+    model_tag: str = ""  # short hash of the checkpoint file; part of every item's content tag
+
+    def item_vectors(self, text: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
+        """Index vectors ``(n, index dim)`` from ``(n, encoder dim)`` frozen text vectors."""
+        if self.model is None:
+            return text
+        return self.model.item_vectors(text, item_ids)
+
+    def build_users(
+        self, histories: Sequence[np.ndarray], profiles: Sequence[np.ndarray | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(users, has_signal)``: (b, index dim) float32 unit rows and (b,) bool.
+
+        ``histories[i]`` is ``(n_i, index dim)`` item vectors from the index, oldest first;
+        ``profiles[i]`` the ``(encoder dim,)`` encoded user prompt or None.
+        """
+        if self.model is None:
+            return self.tower.build_many(histories, profiles)
+        b, dim = len(histories), self.model.config.dim
+        has_hist = np.array([len(h) > 0 for h in histories], dtype=bool)
+        has_prof = np.array([p is not None for p in profiles], dtype=bool)
+        # The sequence model has a profile path only when it was trained with one.
+        has_signal = has_hist | (has_prof if self.model.config.profile_dim else False)
+        users = np.zeros((b, dim), dtype=np.float32)
+        rows = [int(i) for i in np.flatnonzero(has_signal)]
+        if rows:
+            prof = None
+            if self.model.config.profile_dim:
+                width = self.model.config.profile_dim
+                prof = np.zeros((len(rows), width), dtype=np.float32)  # zero row: no profile
+                for j, i in enumerate(rows):
+                    p = profiles[i]
+                    if p is not None:
+                        prof[j] = p
+            users[rows] = self.model.user_vectors([histories[i] for i in rows], prof)
+        return users, has_signal
+
+    @property
+    def index_path(self) -> Path:
+        """Snapshot folder of the item index."""
+        return self.serving.state_dir / "index"
+
+    @property
+    def profiles_path(self) -> Path:
+        """Snapshot folder of the encoded user profiles."""
+        return self.serving.state_dir / "profiles"
+
+    @property
+    def head_path(self) -> Path:
+        """Checkpoint file of the scoring head."""
+        return self.serving.state_dir / "head.safetensors"
+
+    @classmethod
+    def load(
+        cls,
+        serving: ServingSettings,
+        encoder_settings: EncoderSettings,
+        index_settings: IndexSettings,
+        encoder: TextEncoder | None = None,
+    ) -> Engine:
+        """Load the encoder and restore the index, profiles and head from ``state_dir``.
+
+        A missing or unusable snapshot is not fatal: the index is rebuilt from the compacted
+        catalog topic and the head starts fresh (or from an offline checkpoint).
+        """
+        encoder = encoder or TextEncoder.from_settings(encoder_settings)
+        prompts = PromptTemplates.load(encoder_settings.prompts_file)
+        for name in (encoder_settings.item_prompt, encoder_settings.user_prompt):
+            prompts.template(name)  # fail at start, not on the first event
+        serving.state_dir.mkdir(parents=True, exist_ok=True)
+        model, model_tag = _load_model(encoder_settings, encoder)
+        dim = model.config.dim if model is not None else encoder.dim
+        index = _restore_or_create(serving.state_dir / "index", dim, index_settings)
+        # Profiles stay frozen text vectors (encoder width): the model projects them itself.
+        profiles = _restore_or_create(
+            serving.state_dir / "profiles", encoder.dim, IndexSettings(kind="flat", use_gpu="never")
+        )
+        head = _restore_head(serving.state_dir / "head.safetensors", dim, encoder_settings)
+        return cls(
+            serving=serving,
+            encoder_settings=encoder_settings,
+            index_settings=index_settings,
+            encoder=encoder,
+            prompts=prompts,
+            index=index,
+            profiles=profiles,
+            head=head,
+            model=model,
+            model_tag=model_tag,
+        )
+
+    def checkpoint(self) -> None:
+        """Snapshot the index and profiles and checkpoint the head (atomic writes)."""
+        self.index.snapshot(self.index_path)
+        self.profiles.snapshot(self.profiles_path)
+        self.head.save(self.head_path)
+
+    def close(self) -> None:
+        """Stop the compute thread."""
+        self.executor.shutdown(wait=True, cancel_futures=False)
+
+
+def _load_model(settings: EncoderSettings, encoder: TextEncoder) -> tuple[RecModel | None, str]:
+    """The checkpointed model (or None) and a short hash of its file.
+
+    Raises:
+        CheckpointError: The checkpoint is unreadable or was trained on another encoder.
+    """
+    path = settings.checkpoint
+    if path is None:
+        return None, ""
+    model = load_model(path)
+    config = model.config
+    if config.text_dim and config.text_dim != encoder.dim:
+        raise CheckpointError(
+            f"checkpoint {path} expects {config.text_dim}-d text vectors; encoder "
+            f"{encoder.model_dir.name} gives {encoder.dim}"
+        )
+    if config.encoder_model and config.encoder_model != encoder.model_dir.name:
+        log.warning(
+            "checkpoint %s was trained with encoder %s, the worker runs %s",
+            path,
+            config.encoder_model,
+            encoder.model_dir.name,
+        )
+    if config.item_prompt != settings.item_prompt:
+        log.warning(
+            "checkpoint %s was trained on prompt %r, the worker renders %r",
+            path,
+            config.item_prompt,
+            settings.item_prompt,
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    log.info(
+        "loaded model %s (%s, dim %d, %d warm items)", path, digest, config.dim, len(model.warm_ids)
+    )
+    return model, digest
+
+
+def _restore_or_create(path: Path, dim: int, settings: IndexSettings) -> CandidateIndex:
+    if path.exists():
+        try:
+            index = restore_index(path, settings)
+        except CandidateIndexError as exc:
+            log.warning("ignoring unusable snapshot %s (%s); rebuilding from the topic", path, exc)
+        else:
+            if index.dim == dim:
+                log.info("restored %d vectors from %s", len(index), path)
+                return index
+            log.warning("snapshot %s has dim %d, encoder has %d; rebuilding", path, index.dim, dim)
+    return create_index(dim, settings)
+
+
+def _restore_head(path: Path, dim: int, settings: EncoderSettings) -> ScoringHead:
+    if path.exists():
+        try:
+            head = ScoringHead.load(path)
+        except EncoderError as exc:
+            log.warning("ignoring unusable head checkpoint %s (%s)", path, exc)
+        else:
+            if head.dim == dim:
+                log.info("restored scoring head version %d from %s", head.version, path)
+                return head
+            log.warning("head checkpoint %s has dim %d, encoder has %d", path, head.dim, dim)
+    return ScoringHead.from_settings(dim, settings)

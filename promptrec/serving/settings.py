@@ -1,0 +1,42 @@
+"""Settings of the Kafka-free serving domain: histories, retrieval, ranking, state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServingSettings"]
+
+
+class ServingSettings(BaseSettings):
+    """Settings of the ``promptrec.serving`` package (env prefix ``PROMPTREC_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PROMPTREC_", extra="ignore")
+
+    history_len: int = Field(
+        default=50, ge=1, le=10000, description="Interactions kept per user (bounded history)."
+    )
+    recent_items: int = Field(
+        default=20, ge=1, le=1000, description="Recent history items that form the user vector."
+    )
+    top_k: int = Field(default=10, ge=1, le=1000, description="Items per recommendation.")
+    max_k: int = Field(default=100, ge=1, le=1000, description="Largest k a request may ask for.")
+    candidates: int = Field(
+        default=100, ge=1, le=10000, description="FAISS candidates scored by the head per query."
+    )
+    feedback_batch_size: int = Field(
+        default=32, ge=1, le=10000, description="Feedback events per online-learning step."
+    )
+    state_dir: Path = Field(
+        default=Path("state"), description="Index snapshots and head checkpoints live here."
+    )
+    checkpoint_interval_s: float = Field(
+        default=30.0, gt=0, description="Seconds between index snapshots and head checkpoints."
+    )
+    model_sync_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between publications of this worker's head updates (model-updates).",
+    )

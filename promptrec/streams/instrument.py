@@ -1,0 +1,75 @@
+"""Faust wiring of a worker's health: heartbeat timer, rebalance hooks and the lag poller."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from kafka import TopicPartition
+
+from promptrec.observability.health import Health
+from promptrec.observability.lag import LagPoller
+from promptrec.streams.clients import make_admin
+
+if TYPE_CHECKING:
+    import faust
+
+    from promptrec.streams.agents import Pipeline
+
+__all__ = ["instrument"]
+
+_INPUT_TOPICS = ("interactions", "recommendation-requests", "feedback")
+
+
+def instrument(app: faust.App, pipeline: Pipeline) -> Health:
+    """Register the heartbeat timer, rebalance hooks and lag poller; return the worker's Health.
+
+    Call after the pipeline is built and before the Faust worker starts.
+    """
+    settings = pipeline.settings
+    metrics = pipeline.metrics
+    health = Health(settings.liveness_timeout_s)
+    # Full input topic name -> logical name (label value); other topics (changelogs) are ignored.
+    logical = {full: name for full, name in pipeline._logical.items() if name in _INPUT_TOPICS}
+    owned: set[TopicPartition] = set()
+    joined: list[bool] = [False]
+
+    async def on_assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        previous = set(owned)
+        owned.clear()
+        owned.update(
+            TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in logical
+        )
+        joined[0] = True
+        metrics.rebalances.inc()
+        counts = Counter(logical[tp.topic] for tp in owned)
+        metrics.set_assignment(
+            counts, [(logical[tp.topic], tp.partition) for tp in previous - owned]
+        )
+
+    app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+
+    health.add_check("catalog", pipeline.ready.is_set)
+    health.add_check(
+        "agents",
+        lambda: bool(app.agents) and all(a.started and not a.crashed for a in app.agents.values()),
+    )
+    health.add_check("group", lambda: joined[0] and not app.rebalancing)
+
+    async def heartbeat() -> None:
+        health.beat()
+        metrics.ready.set(1 if health.ready()[0] else 0)
+
+    app.timer(1.0)(heartbeat)
+
+    poller = LagPoller(
+        settings.effective_app_id,
+        metrics,
+        logical,
+        lambda: list(owned),
+        admin_factory=lambda: make_admin(settings),
+        interval_s=settings.lag_poll_interval_s,
+    )
+    if settings.lag_poll_interval_s > 0:
+        app.task(poller.run)
+    return health
