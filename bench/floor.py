@@ -10,10 +10,10 @@ records whose value contains ``--marker`` (the run's event-id prefix) are copied
 JSON line: events, seconds from the first record read to the last ack, events/s and CPU
 ms/event. The group join is not timed.
 
-Why a count and a marker rather than an offset range: the embedded broker's end offsets (the
-high watermark of ListOffsets) trail the records it holds, e.g. 1,700 of 2,000 just produced and
-already consumed (see NOTES-perf.md), so a range read from them would miss events. The start
-offsets read before a run can only be early, and the marker skips the earlier records.
+Why a count and a marker rather than an offset range: the embedded broker's end offsets
+(ListOffsets latest) are the base offset of the last batch + 1 (BROKER_NOTES (e)), e.g. 1,700
+for 2,000 records produced and consumed, so a range read from them misses events. Start offsets
+read before a run can only be early, and the marker skips the earlier records.
 
 Run on the same broker and the same (already produced) events as the worker, it is the ceiling a
 Kafka worker in Python can reach on this machine; the worker's events/s over it is how much of
