@@ -16,6 +16,9 @@ switches off or swaps one candidate cost:
 * ``--decode``: ``none``, ``pydantic`` (the worker's ``decode_interaction``), ``json`` (stdlib
   ``json.loads``), ``orjson``, ``msgspec`` (typed ``Struct`` decode).
 * ``--drain fast``: Faust's fetch loop without two tasks per message (:func:`_fast_drain`).
+* ``--table N``: like the worker's history table, one changelogged write per distinct key per
+  batch of a history value with N entries (the worker keeps up to ``history_len`` = 50), through
+  a Faust table with the worker's serializer and producer settings (``producer_batch_bytes``).
 * ``--encode``: ``minimal`` (a 20-byte record), ``stdlib`` (the worker's ``recommendation_json``
   with 10 items), ``orjson``, ``msgspec``; ``--uuid off``: no ``uuid4().hex`` per event.
 
@@ -34,6 +37,7 @@ import signal
 import sys
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,6 +175,18 @@ def _fast_drain() -> None:
     Consumer.wait_first = wait_first  # type: ignore[method-assign]
 
 
+def _history_value(n: int) -> dict[str, Any]:
+    """A history table value of ``n`` interactions, shaped like ``UserHistory.to_value``."""
+    return {
+        "items": [f"bi-{i:07d}" for i in range(n)],
+        "ts": [1760000000000 + i for i in range(n)],
+        "event_ids": [f"r0-{i}" for i in range(n)],
+        "positions": [f"0:{i}" for i in range(n)],
+        "count": n,
+        "feedback": [],
+    }
+
+
 def _id_of(value: Any) -> tuple[str, int]:
     if isinstance(value, dict):
         return str(value.get("event_id", "?")), int(value.get("ts", 0) or 0)
@@ -182,6 +198,7 @@ def _id_of(value: Any) -> tuple[str, int]:
 def run(args: argparse.Namespace) -> None:
     """Build the app and run the Faust worker until ``args.expect`` events are published."""
     import faust
+    from faust.streams import _current_event
 
     from promptrec.streams.app import make_app
     from promptrec.streams.publisher import RecommendationPublisher
@@ -202,8 +219,20 @@ def run(args: argparse.Namespace) -> None:
     new_id = (lambda: uuid.uuid4().hex) if args.uuid == "on" else (lambda: "r")
     publisher = RecommendationPublisher(settings, args.output)
     topic = app.topic(args.input, key_serializer="raw", value_serializer="raw")
+    table = None
+    if args.table > 0:
+        table = app.Table("history", default=None, partitions=settings.partitions, key_type=str)
+    history = _history_value(args.table)
     state: dict[str, Any] = {"done": 0, "bad": 0, "batches": 0, "t0": 0.0, "cpu0": 0.0}
     within = settings.batch_within_ms / 1000.0
+
+    def write_history(events: Sequence[Any]) -> None:
+        # One write per distinct key, to the changelog partition of one of its events, as the
+        # worker's recommend agent does (agents.py) -- it binds the write to the current event.
+        last: dict[bytes, Any] = {e.key or b"": e for e in events}
+        for key, event in last.items():
+            _current_event.set(weakref.ref(event))
+            table[key.decode(errors="replace")] = history  # type: ignore[index]
 
     async def handle(values: Sequence[Any], keys: Sequence[Any]) -> None:
         if not state["t0"]:
@@ -235,6 +264,8 @@ def run(args: argparse.Namespace) -> None:
                 await handle([e.value for e in events], [e.key for e in events])
         else:
             async for events in stream.take_events(size, within=within):  # type: ignore[attr-defined]
+                if table is not None:
+                    write_history(events)
                 await handle([e.value for e in events], [e.key for e in events])
 
     app.agent(topic, name=f"{app.conf.id}.floor")(agent)
@@ -249,8 +280,9 @@ def _finish(args: argparse.Namespace, state: dict[str, Any]) -> None:
     done = state["done"]
     result = {
         "mode": args.mode, "sensors": args.sensors, "drain": args.drain, "decode": args.decode,
-        "encode": args.encode, "uuid": args.uuid, "events": done, "bad": state["bad"],
-        "batches": state["batches"], "mean_batch": done / state["batches"], "seconds": seconds,
+        "encode": args.encode, "uuid": args.uuid, "table": args.table, "events": done,
+        "bad": state["bad"], "batches": state["batches"], "mean_batch": done / state["batches"],
+        "seconds": seconds,
         "events_per_s": done / seconds if seconds > 0 else 0.0,
         "cpu_ms_per_event": 1000.0 * cpu / done,
     }  # fmt: skip
@@ -276,6 +308,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--encode", choices=ENCODERS, default="minimal")
     p.add_argument("--uuid", choices=["on", "off"], default="off")
     p.add_argument("--drain", choices=["faust", "fast"], default="faust")
+    p.add_argument("--table", type=int, default=0, metavar="N",
+                   help="history-table writes of N entries per key, batch (0: none)")  # fmt: skip
     return p
 
 

@@ -54,8 +54,10 @@ DEFAULT_VARIANTS = [
     "decode=msgspec,encode=orjson,uuid=on",
     "decode=msgspec,encode=orjson,uuid=on,sensors=off",
     "decode=msgspec,encode=orjson,uuid=on,sensors=off,drain=fast",
+    "table=20",
+    "table=50",
 ]
-_KNOBS = {"mode", "sensors", "decode", "encode", "uuid", "drain"}
+_KNOBS = {"mode", "sensors", "decode", "encode", "uuid", "drain", "table"}
 
 
 def parse_variant(text: str) -> dict[str, str]:
@@ -64,15 +66,19 @@ def parse_variant(text: str) -> dict[str, str]:
     Raises:
         argparse.ArgumentTypeError: Unknown knob or value, or not ``KEY=VALUE``.
     """
-    choices = {a.dest: a.choices for a in floor_parser()._actions if a.dest in _KNOBS and a.choices}
+    choices = {a.dest: a.choices for a in floor_parser()._actions if a.dest in _KNOBS}
     out: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep or key not in choices:
             raise argparse.ArgumentTypeError(f"want KNOB=VALUE with a knob of {sorted(_KNOBS)}, "
                                              f"got {part!r}")  # fmt: skip
-        if value not in choices[key]:  # type: ignore[operator]
-            raise argparse.ArgumentTypeError(f"{key}: {value!r} not one of {choices[key]}")
+        allowed = choices[key]
+        if allowed is None:  # a number of entries (--table N)
+            if not value.isdigit():
+                raise argparse.ArgumentTypeError(f"{key}: want a count >= 0, got {value!r}")
+        elif value not in allowed:
+            raise argparse.ArgumentTypeError(f"{key}: {value!r} not one of {allowed}")
         out[key] = value
     return out
 

@@ -60,7 +60,15 @@ def test_unknown_codec_names_are_clear_errors() -> None:
 def test_parse_variant() -> None:
     assert parse_variant("") == {}
     assert parse_variant("decode=orjson, uuid=on") == {"decode": "orjson", "uuid": "on"}
-    for bad in ["decode", "decode=yaml", "colour=red", "mode=take,,drain=slow"]:
+    assert parse_variant("table=50") == {"table": "50"}
+    for bad in [
+        "decode",
+        "decode=yaml",
+        "colour=red",
+        "mode=take,,drain=slow",
+        "table=-1",
+        "table=x",
+    ]:
         with pytest.raises(argparse.ArgumentTypeError):
             parse_variant(bad)
 
@@ -81,8 +89,14 @@ def test_bare_agent_answers_every_event_and_counts_garbage(
     producer.flush()
     producer.close()
     n = 40 + len(GARBAGE)
-    options = {"decode": "pydantic", "encode": "stdlib", "uuid": "on", "drain": "fast"}
+    options = {
+        "decode": "pydantic",
+        "encode": "stdlib",
+        "uuid": "on",
+        "drain": "fast",
+        "table": "5",
+    }
     doc = _run_variant(settings, tmp_path, options, n, timeout=180, profile=None)
     assert doc["events"] == n and doc["bad"] == len(GARBAGE)
     assert doc["events_per_s"] > 0 and doc["cpu_ms_per_event"] > 0
-    assert (doc["decode"], doc["drain"]) == ("pydantic", "fast")
+    assert (doc["decode"], doc["drain"], doc["table"]) == ("pydantic", "fast", 5)
