@@ -4,8 +4,10 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV ?= .venv
-# A CPU build of torch is installed first so that pip never pulls a multi-GB CUDA build.
-# On a CUDA machine: make install TORCH_SPEC='torch --index-url <your CUDA wheel index>'
+# torch is installed first, on its own. From the public PyPI index torch==2.13.0 is the CUDA build
+# (several GB); for the CPU-only build name PyTorch's CPU index:
+#   make install TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu'
+# (see the README). A pip set up with a CPU mirror gets the CPU build from the default.
 TORCH_SPEC ?= torch==2.13.0
 # Tested versions of every other dependency (empty to let pip resolve freely).
 CONSTRAINTS ?= constraints.txt

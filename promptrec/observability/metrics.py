@@ -51,8 +51,9 @@ OUTCOMES = ("ok", "dead_letter", "skipped")
 # "score" the head forward, "publish" the producer sends, "learn" one online-learning step,
 # "sync" publishing this worker's head update to the model-updates topic.
 STAGES = ("decode", "user", "search", "score", "publish", "catalog", "learn", "sync")
-# Stages whose failures are retried (promptrec_stage_retries_total{stage}).
-RETRY_STAGES = ("encode", "recommend", "learn", "sync", "checkpoint")
+# Stages whose failures are retried (promptrec_stage_retries_total{stage}); "publish" counts the
+# producer's re-sends of recommendations.
+RETRY_STAGES = ("encode", "recommend", "learn", "sync", "checkpoint", "publish")
 AGENTS = ("catalog", "recommend", "feedback")
 SOURCES = ("interaction", "request")
 STRATEGIES = ("model", "popular")
