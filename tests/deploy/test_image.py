@@ -31,9 +31,9 @@ from typing import Any, NoReturn
 
 import pytest
 
-from promptrec.streams.broker import EmbeddedBroker
+from promptrec.broker import EmbeddedBroker
 from promptrec.streams.settings import StreamSettings
-from tests.streams.conftest import Producer, Recorder, catalog_items, interaction, settings_for
+from tests.pipeline_fixtures import Producer, Recorder, catalog_items, interaction, settings_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
