@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections import Counter
 from typing import Any
@@ -22,8 +23,8 @@ from promptrec.events.schemas import DeadLetter
 
 __all__ = ["cmd_replay"]
 
-_MAX_LISTED_SKIPS = 20  # records not sent, printed one per line (all of them go to --json)
-_MAX_JSON_SKIPS = 1000
+_MAX_LISTED_SKIPS = 20  # records not sent, printed one per line
+_MAX_KEPT_SKIPS = 1000  # ... and kept for --json (the counts cover all of them)
 _DATA_ERROR = "data error"
 
 
@@ -48,7 +49,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings, names, selection = setup(args)
     reader = make_reader(args, settings, names, selection)
     tally = Tally(max_examples=args.examples)
-    skipped: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []  # not sent for a reason other than the data-error policy
+
+    def note(example: dict[str, Any], why: str) -> None:
+        if len(skipped) < _MAX_KEPT_SKIPS:
+            skipped.append({**example, "why": why})
+
     sends: list[tuple[Group, Any, dict[str, Any]]] = []
     producer = None
     if not args.dry_run:
@@ -69,7 +75,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             example = example_of(rec, record, error)
             if record is None:
                 tally.add(UNREADABLE, "-", rec.timestamp, example, "unreadable")
-                skipped.append({**example, "why": f"unreadable: {error}"})
+                note(example, f"unreadable: {error}")
                 continue
             why = skip_reason(record, selection.reasons)
             key = value = None
@@ -87,7 +93,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             args_ = (record.reason, record.original_topic, record.ts, example)
             if why is not None:
                 tally.add(*args_, why.split(":")[0], record.detail)
-                skipped.append({**example, "reason": str(record.reason), "why": why})
+                if not why.startswith(_DATA_ERROR):  # policy skips: counted, not listed
+                    note({**example, "reason": str(record.reason)}, why)
                 continue
             group = tally.add(*args_, "sent", record.detail)
             if producer is not None:
@@ -96,9 +103,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 except KafkaError as exc:
                     group.outcomes["sent"] -= 1
                     group.outcomes["failed"] += 1
-                    skipped.append({**example, "why": f"failed: {exc}"})
+                    note(example, f"failed: {exc}")
         if producer is not None:
-            producer.flush(timeout=args.connect_timeout)
+            # What was not acknowledged in time is counted as failed below.
+            with contextlib.suppress(KafkaError):
+                producer.flush(timeout=args.connect_timeout)
     finally:
         if producer is not None:
             producer.close(timeout=5)
@@ -107,7 +116,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             group.outcomes["sent"] -= 1
             group.outcomes["failed"] += 1
             cause = future.exception if future.is_done else "not acknowledged in time"
-            skipped.append({**example, "why": f"failed: {cause}"})
+            note(example, f"failed: {cause}")
     _report(args, names, reader, tally, skipped)
     failed = sum(g.outcomes["failed"] for g in tally.groups.values())
     if not reader.complete:
@@ -137,7 +146,7 @@ def _report(
             "failed": failed,
             "by_reason": {r: dict(c) for r, c in sorted(by_reason.items())},
             "groups": [g.to_json(tally.total) for g in groups],
-            "skipped_records": skipped[:_MAX_JSON_SKIPS],
+            "skipped_records": skipped,
         }
         print(json.dumps(doc, indent=2))
         return
@@ -150,10 +159,9 @@ def _report(
         headers = ["reason", "original topic", "records", verb, "not sent", "why not"]
         print(table(headers, rows, {2, 3, 4}))
     # Data errors are skipped by policy and summed up in the table; the rest needs a look.
-    odd = [item for item in skipped if not item["why"].startswith(_DATA_ERROR)]
-    for item in odd[:_MAX_LISTED_SKIPS]:
+    for item in skipped[:_MAX_LISTED_SKIPS]:
         print(f"  not sent {item['partition']}:{item['offset']}: {item['why']}")
-    if len(odd) > _MAX_LISTED_SKIPS:
-        print(f"  ... and {len(odd) - _MAX_LISTED_SKIPS} more (all of them in --json)")
+    if len(skipped) > _MAX_LISTED_SKIPS:
+        print(f"  ... and {len(skipped) - _MAX_LISTED_SKIPS} more (see --json)")
     dry = " (dry run: nothing was sent)" if args.dry_run else ""
     print(f"{verb} {sent}, not sent {tally.total - sent}{dry}")
