@@ -120,19 +120,20 @@ class DeadLetterReader:
             progress = self._learn_stops(consumer, pending, reported_end, stops)
             for tp, records in batches.items():
                 stop, span = stops.get(tp), self.spans[tp.partition]
+                progress = progress or bool(records)
                 for rec in records:
                     if stop is not None and rec.offset >= stop:
                         break  # written after the read started
                     if rec.offset < span.start:
                         # A --from-offset past the end makes the consumer reset to earliest.
                         continue
-                    progress = True
                     span.read += 1
                     yield rec
             for tp in list(pending):
                 stop = stops.get(tp)
-                if stop is not None and consumer.position(tp) >= stop:
-                    self.spans[tp.partition].end = stop
+                start = self.spans[tp.partition].start
+                if stop is not None and (stop <= start or consumer.position(tp) >= stop):
+                    self.spans[tp.partition].end = max(stop, start)
                     del pending[tp]
                     consumer.pause(tp)
             if progress:
