@@ -1,4 +1,4 @@
-"""Shared parts of the ``promptrec dead-letter`` commands: flags, selection, parsing, tables."""
+"""Shared parts of the ``promptrec dead-letter`` commands: selection, parsing, tables."""
 
 from __future__ import annotations
 
