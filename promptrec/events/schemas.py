@@ -364,13 +364,30 @@ def _decode(model: type[_M], raw: bytes | None, limits: Limits, max_ts: int | No
     except ValidationError as exc:
         raise _invalid_from(exc) from None
     ts = getattr(event, "ts", None)
-    if ts is not None and ts < limits.min_ts:
-        raise InvalidEvent(ReasonCode.bad_timestamp, f"ts {ts} older than {limits.min_ts}")
+    if ts is None:
+        return event
     if max_ts is None:
         max_ts = limits.max_ts()
-    if ts is not None and ts > max_ts:
-        raise InvalidEvent(ReasonCode.bad_timestamp, f"ts {ts} later than {max_ts}")
+    if not limits.min_ts <= ts <= max_ts:
+        raise InvalidEvent(ReasonCode.bad_timestamp, _ts_detail(ts, limits.min_ts, max_ts))
     return event
+
+
+def _ts_detail(ts: int, min_ts: int, max_ts: int) -> str:
+    """Why ``ts`` is out of ``[min_ts, max_ts]``, naming the unit mistake when it is one.
+
+    Epoch seconds (and, less often, microseconds) instead of milliseconds is the most common
+    producer mistake; a bare "older than" leaves the user guessing, so say what would fit.
+    """
+    if ts < min_ts and min_ts <= ts * 1000 <= max_ts:
+        return f"ts {ts} looks like epoch seconds; ts must be epoch milliseconds ({ts * 1000})"
+    if ts > max_ts and min_ts <= ts // 1000 <= max_ts:
+        return (
+            f"ts {ts} looks like epoch microseconds; ts must be epoch milliseconds ({ts // 1000})"
+        )
+    if ts < min_ts:
+        return f"ts {ts} older than {min_ts} (ts is epoch milliseconds)"
+    return f"ts {ts} later than {max_ts} (ts is epoch milliseconds)"
 
 
 def _check_values(obj: dict[str, Any], *, escapes: bool) -> None:
