@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.promptrec-installed
 
-.PHONY: help install run test test-fast lint format clean prometheus
+.PHONY: help install run test test-fast lint format clean prometheus dashboard
 
 help: ## Show this help
 	@echo "promptrec — streaming recommender on Kafka"
@@ -54,6 +54,9 @@ prometheus: ## Install Prometheus + promtool (Debian package) for tests/deploy, 
 
 test-fast: $(STAMP) ## Run the tests that need no broker and no real model
 	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+dashboard: $(STAMP) ## Regenerate deploy/grafana/dashboards/promptrec.json from its code
+	$(BIN)/python -m promptrec.observability.dashboard --out deploy/grafana/dashboards/promptrec.json
 
 lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff check promptrec tests
