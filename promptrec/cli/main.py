@@ -40,8 +40,8 @@ DEFAULT_KEY_FIELDS: dict[str, str] = {
     "recommendation-requests": "user_id",
 }
 _PROGRESS_MIN_LINES = 1000
-# Light modules (no torch/Faust at import) that add subcommands: train/eval, bench.
-_COMMAND_MODULES = ("promptrec.cli.quality", "promptrec.cli.bench")
+# Light modules (no torch/Faust at import) that add subcommands: train/eval, bench, settings.
+_COMMAND_MODULES = ("promptrec.cli.quality", "promptrec.cli.bench", "promptrec.cli.settings_doc")
 
 
 class UsageError(Exception):
