@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["PanelSpec", "Query", "RowSpec", "rows", "standard_rows"]
 
@@ -77,6 +77,13 @@ def _increase(metric: str, by: str) -> str:
     return f"sum by ({by}) (increase({metric}{_I}{_W}))"
 
 
+def _p(title: str, description: str, *queries: tuple[str, str], **options: Any) -> PanelSpec:
+    """A panel of ``(expr, legend)`` queries (the options are :class:`PanelSpec`'s)."""
+    return PanelSpec(
+        title, description, tuple(Query(e, legend) for e, legend in queries), **options
+    )
+
+
 def _traffic() -> RowSpec:
     batch_mean = (
         f"{_rate('promptrec_batch_size_sum', 'agent')} / "
@@ -85,63 +92,55 @@ def _traffic() -> RowSpec:
     return RowSpec(
         "Traffic",
         (
-            PanelSpec(
+            _p(
                 "Events consumed by topic and outcome",
                 "Input records per second: ok, dead_letter (bad input or failed stage) and "
                 "skipped (catalog record whose prompt text is unchanged, not re-encoded).",
-                (
-                    Query(
-                        _rate("promptrec_events_total", "topic, outcome"), "{{topic}} {{outcome}}"
-                    ),
-                ),
+                (_rate("promptrec_events_total", "topic, outcome"), "{{topic}} {{outcome}}"),
                 unit="ops",
             ),
-            PanelSpec(
+            _p(
                 "Dead letters by topic and reason",
                 "Records sent to the dead-letter topic per second, by source topic and reason "
                 "code.",
                 (
-                    Query(
-                        _rate("promptrec_dead_letters_total", "topic, reason"),
-                        "{{topic}} {{reason}}",
-                    ),
+                    _rate("promptrec_dead_letters_total", "topic, reason"),
+                    "{{topic}} {{reason}}",
                 ),
                 unit="ops",
             ),
-            PanelSpec(
+            _p(
                 "Recommendations published",
                 "Recommendations per second by trigger (interaction/request) and strategy "
                 "(model, or popular for users without signal).",
                 (
-                    Query(
-                        _rate("promptrec_recommendations_total", "source, strategy"),
-                        "{{source}} {{strategy}}",
-                    ),
+                    _rate("promptrec_recommendations_total", "source, strategy"),
+                    "{{source}} {{strategy}}",
                 ),
                 unit="ops",
             ),
-            PanelSpec(
+            _p(
                 "Feedback learned",
                 "Feedback events per second the scoring head learned from.",
-                (Query(_rate("promptrec_feedback_learned_total"), "learned"),),
+                (_rate("promptrec_feedback_learned_total"), "learned"),
                 unit="ops",
             ),
-            PanelSpec(
+            _p(
                 "Redeliveries",
                 "Interactions read again after a crash or rebalance (already applied, answered "
                 "again, not re-learned).",
-                (Query(_rate("promptrec_redeliveries_total"), "redelivered"),),
+                (_rate("promptrec_redeliveries_total"), "redelivered"),
                 unit="ops",
             ),
-            PanelSpec(
+            _p(
                 "Mean batch size by agent",
                 "Records per micro-batch (mean over the interval).",
-                (Query(batch_mean, "{{agent}}"),),
+                (batch_mean, "{{agent}}"),
             ),
-            PanelSpec(
+            _p(
                 "Batch size p95 by agent",
                 "95th percentile of records per micro-batch.",
-                (Query(_quantile("0.95", "promptrec_batch_size", "agent, le"), "{{agent}}"),),
+                (_quantile("0.95", "promptrec_batch_size", "agent, le"), "{{agent}}"),
             ),
         ),
     )
@@ -162,33 +161,31 @@ def _latency() -> RowSpec:
                 unit="s",
                 width=12,
             ),
-            PanelSpec(
+            _p(
                 "Stage latency p50 by stage",
                 "Median time per micro-batch in each stage: decode, user (user vectors), search "
                 "(FAISS), score (head), publish, catalog (prompt + encode + index upsert), learn, "
                 "sync (head update published).",
-                (Query(_quantile("0.5", "promptrec_stage_seconds", "stage, le"), "{{stage}}"),),
+                (_quantile("0.5", "promptrec_stage_seconds", "stage, le"), "{{stage}}"),
                 unit="s",
                 width=12,
             ),
             *(
-                PanelSpec(
+                _p(
                     f"Stage latency p{p} by stage",
                     f"{p}th percentile time per micro-batch in each stage.",
                     (
-                        Query(
-                            _quantile(f"0.{p}", "promptrec_stage_seconds", "stage, le"),
-                            "{{stage}}",
-                        ),
+                        _quantile(f"0.{p}", "promptrec_stage_seconds", "stage, le"),
+                        "{{stage}}",
                     ),
                     unit="s",
                 )
                 for p in ("95", "99")
             ),
-            PanelSpec(
+            _p(
                 "Stage retries",
                 "Retried batch failures per stage (encode, recommend, learn, sync, checkpoint).",
-                (Query(_increase("promptrec_stage_retries_total", "stage"), "{{stage}}"),),
+                (_increase("promptrec_stage_retries_total", "stage"), "{{stage}}"),
             ),
         ),
     )
@@ -198,35 +195,33 @@ def _quality() -> RowSpec:
     return RowSpec(
         "Quality",
         (
-            PanelSpec(
+            _p(
                 "Online AUC (test-then-learn)",
                 "ROC AUC of the head on incoming feedback, scored before learning from it (last "
                 "2000 labels).",
-                (Query(f"promptrec_online_auc{_I}", "{{instance}}"),),
+                (f"promptrec_online_auc{_I}", "{{instance}}"),
                 unit="percentunit",
                 min=0,
                 max=1,
             ),
-            PanelSpec(
+            _p(
                 "Online training loss",
                 "Loss of the last online-learning step of the scoring head.",
-                (Query(f"promptrec_online_loss{_I}", "{{instance}}"),),
+                (f"promptrec_online_loss{_I}", "{{instance}}"),
             ),
-            PanelSpec(
+            _p(
                 "Model version",
                 "Version of the scoring head (increases with every learning step).",
-                (Query(f"max by (instance) (promptrec_model_version{_I})", "{{instance}}"),),
+                (f"max by (instance) (promptrec_model_version{_I})", "{{instance}}"),
                 kind="stat",
             ),
-            PanelSpec(
+            _p(
                 "Head updates merged from other workers",
                 "Model updates of other workers (model-updates topic) merged into each worker's "
                 "head.",
                 (
-                    Query(
-                        _increase("promptrec_model_updates_applied_total", "instance"),
-                        "{{instance}}",
-                    ),
+                    _increase("promptrec_model_updates_applied_total", "instance"),
+                    "{{instance}}",
                 ),
                 width=24,
             ),
@@ -239,34 +234,32 @@ def _state() -> RowSpec:
     return RowSpec(
         "State",
         (
-            PanelSpec(
+            _p(
                 "Items in the index",
                 "Catalog items in each worker's candidate index (every worker holds the whole "
                 "catalog).",
-                (Query(f"promptrec_index_items{_I}", "{{instance}}"),),
+                (f"promptrec_index_items{_I}", "{{instance}}"),
                 width=6,
             ),
-            PanelSpec(
+            _p(
                 "Users with history",
                 "Users with a history in the partitions each worker owns; the sum is the whole "
                 "group.",
-                (
-                    Query(f"sum(promptrec_users_with_history{_I})", "all workers"),
-                    Query(f"promptrec_users_with_history{_I}", "{{instance}}"),
-                ),
+                (f"sum(promptrec_users_with_history{_I})", "all workers"),
+                (f"promptrec_users_with_history{_I}", "{{instance}}"),
                 width=6,
             ),
-            PanelSpec(
+            _p(
                 "Last checkpoint age",
                 "Seconds since the last index snapshot and head checkpoint.",
-                (Query(f"time() - max by (instance) ({checkpoint}{_I} > 0)", "{{instance}}"),),
+                (f"time() - max by (instance) ({checkpoint}{_I} > 0)", "{{instance}}"),
                 unit="s",
                 width=6,
             ),
-            PanelSpec(
+            _p(
                 "Catalog replay caught up",
                 "1 once the worker has replayed the compacted catalog topics.",
-                (Query(f"promptrec_catalog_ready{_I}", "{{instance}}"),),
+                (f"promptrec_catalog_ready{_I}", "{{instance}}"),
                 width=6,
                 kind="stat",
             ),
@@ -279,66 +272,58 @@ def _health() -> RowSpec:
     return RowSpec(
         "Health",
         (
-            PanelSpec(
+            _p(
                 "Consumer lag per partition",
                 "Records behind (end offset minus the group's committed offset), per input "
                 "partition, reported by the worker that owns it.",
                 (
-                    Query(
-                        f"sum by (topic, partition) (promptrec_consumer_lag{_I})",
-                        "{{topic}}/{{partition}}",
-                    ),
+                    f"sum by (topic, partition) (promptrec_consumer_lag{_I})",
+                    "{{topic}}/{{partition}}",
                 ),
             ),
-            PanelSpec(
+            _p(
                 "Consumer lag by topic",
                 "Total records behind per input topic over all partitions.",
-                (Query(f"sum by (topic) (promptrec_consumer_lag{_I})", "{{topic}}"),),
+                (f"sum by (topic) (promptrec_consumer_lag{_I})", "{{topic}}"),
             ),
-            PanelSpec(
+            _p(
                 "Rebalances",
                 "Consumer-group rebalances (partition assignments) per worker.",
-                (Query(_increase("promptrec_rebalances_total", "instance"), "{{instance}}"),),
+                (_increase("promptrec_rebalances_total", "instance"), "{{instance}}"),
             ),
-            PanelSpec(
+            _p(
                 "Assigned partitions",
                 "Input partitions each worker owns.",
                 (
-                    Query(
-                        f"sum by (instance, topic) (promptrec_assigned_partitions{_I})",
-                        "{{instance}} {{topic}}",
-                    ),
+                    f"sum by (instance, topic) (promptrec_assigned_partitions{_I})",
+                    "{{instance}} {{topic}}",
                 ),
             ),
-            PanelSpec(
+            _p(
                 "Process memory",
                 "Current resident set size and its peak.",
-                (
-                    Query(f"promptrec_process_resident_memory_bytes{_I}", "{{instance}} rss"),
-                    Query(f"promptrec_process_max_rss_bytes{_I}", "{{instance}} peak"),
-                ),
+                (f"promptrec_process_resident_memory_bytes{_I}", "{{instance}} rss"),
+                (f"promptrec_process_max_rss_bytes{_I}", "{{instance}} peak"),
                 unit="bytes",
             ),
-            PanelSpec(
+            _p(
                 "Process CPU",
                 "CPU cores used by each worker.",
-                (Query(f"rate(promptrec_process_cpu_seconds_total{_I}{_W})", "{{instance}}"),),
+                (f"rate(promptrec_process_cpu_seconds_total{_I}{_W})", "{{instance}}"),
                 unit="percentunit",
             ),
-            PanelSpec(
+            _p(
                 "Up and ready",
                 "up: Prometheus reached the worker; ready: /readyz would answer 200.",
-                (
-                    Query('up{job="promptrec", instance=~"$instance"}', "{{instance}} up"),
-                    Query(f"promptrec_ready{_I}", "{{instance}} ready"),
-                ),
+                ('up{job="promptrec", instance=~"$instance"}', "{{instance}} up"),
+                (f"promptrec_ready{_I}", "{{instance}} ready"),
                 width=12,
             ),
-            PanelSpec(
+            _p(
                 "Workers and devices",
                 "One row per worker: device in use (cpu/cuda), dtype, index kind and device, "
                 "model.",
-                (Query(f"max by ({info_labels}) (promptrec_worker_info{_I})", "__auto"),),
+                (f"max by ({info_labels}) (promptrec_worker_info{_I})", "__auto"),
                 width=12,
                 kind="table",
             ),
@@ -350,16 +335,14 @@ def _partition_stalls() -> RowSpec:
     return RowSpec(
         "Partition stalls",
         (
-            PanelSpec(
+            _p(
                 "Partition stalls (last 5 min)",
                 "How often each input partition was found stalled in the last 5 minutes "
                 "(promptrec_partition_stalls_total).",
                 (
-                    Query(
-                        "sum by (topic, partition) "
-                        f"(increase(promptrec_partition_stalls_total{_I}[5m]))",
-                        "{{topic}}/{{partition}}",
-                    ),
+                    "sum by (topic, partition) "
+                    f"(increase(promptrec_partition_stalls_total{_I}[5m]))",
+                    "{{topic}}/{{partition}}",
                 ),
                 width=24,
             ),
