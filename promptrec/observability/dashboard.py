@@ -23,16 +23,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from grafana_foundation_sdk.builders import dashboard as gd
-from grafana_foundation_sdk.builders import prometheus as gp
-from grafana_foundation_sdk.builders import stat as gstat
-from grafana_foundation_sdk.builders import table as gtable
-from grafana_foundation_sdk.builders import timeseries as gts
-from grafana_foundation_sdk.builders.common import VizLegendOptions, VizTooltipOptions
-from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models import common as gc
-from grafana_foundation_sdk.models import dashboard as gm
-from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+try:
+    from grafana_foundation_sdk.builders import dashboard as gd
+    from grafana_foundation_sdk.builders import prometheus as gp
+    from grafana_foundation_sdk.builders import stat as gstat
+    from grafana_foundation_sdk.builders import table as gtable
+    from grafana_foundation_sdk.builders import timeseries as gts
+    from grafana_foundation_sdk.builders.common import VizLegendOptions, VizTooltipOptions
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models import common as gc
+    from grafana_foundation_sdk.models import dashboard as gm
+    from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+except ModuleNotFoundError as exc:  # the SDK is a dev dependency, not the worker's
+    raise ModuleNotFoundError(
+        f"the dashboard generator needs grafana-foundation-sdk ({exc}); it is in the dev extra: "
+        "pip install -e '.[dev]' (make install)",
+        name=exc.name,
+    ) from None
 
 from promptrec.observability.panels import PanelSpec, Query, RowSpec, rows
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +172,17 @@ def test_check_mode_reports_a_stale_or_missing_file(
     out = tmp_path / "sub" / "d.json"
     assert main(["--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == render()
+
+
+def test_missing_sdk_names_the_dev_extra() -> None:
+    # A fresh interpreter in which the SDK cannot be imported, as on a worker-only install.
+    code = (
+        "import sys; sys.modules['grafana_foundation_sdk'] = None; "
+        "import promptrec.observability.dashboard"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 1
+    assert "needs grafana-foundation-sdk" in result.stderr
+    assert "pip install -e '.[dev]'" in result.stderr
