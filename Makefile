@@ -16,7 +16,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.promptrec-installed
 , := ,
 
-.PHONY: help install run test test-fast lint format clean prometheus image-tools base-image image image-test
+.PHONY: help install run test test-fast lint format clean prometheus image-tools base-image image image-test dashboard
 
 help: ## Show this help
 	@echo "promptrec — streaming recommender on Kafka"
@@ -121,6 +121,9 @@ image-test: $(STAMP) ## Run the built image: /healthz, /readyz, one interaction 
 
 test-fast: $(STAMP) ## Run the tests that need no broker and no real model
 	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+dashboard: $(STAMP) ## Regenerate deploy/grafana/dashboards/promptrec.json from its code
+	$(BIN)/python -m promptrec.observability.dashboard --out deploy/grafana/dashboards/promptrec.json
 
 lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff check promptrec tests

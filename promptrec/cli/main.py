@@ -40,8 +40,14 @@ DEFAULT_KEY_FIELDS: dict[str, str] = {
     "recommendation-requests": "user_id",
 }
 _PROGRESS_MIN_LINES = 1000
-# Light modules (no torch/Faust at import) that add subcommands: train/eval, bench, dead-letter.
-_COMMAND_MODULES = ("promptrec.cli.quality", "promptrec.cli.bench", "promptrec.cli.dead_letter")
+# Light modules (no torch/Faust at import) that add subcommands: train/eval, bench, dead-letter,
+# settings.
+_COMMAND_MODULES = (
+    "promptrec.cli.quality",
+    "promptrec.cli.bench",
+    "promptrec.cli.dead_letter",
+    "promptrec.cli.settings_doc",
+)
 
 
 class UsageError(Exception):
