@@ -116,7 +116,11 @@ def feedback_for(events: list[dict[str, Any]], every: int, seed: int = 2) -> lis
 def read_all(
     settings: StreamSettings, topic: str, timeout: float = 30.0
 ) -> Iterator[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) of a topic, from the beginning to the end offsets seen at the start."""
+    """Every (key, value) of a topic, from the beginning to the end offsets seen at the start.
+
+    Fails when ``timeout`` seconds pass without a record: a changelog of 20,000 one-record
+    batches takes longer than that to read on a loaded machine, so only a stuck read counts.
+    """
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=20
     )
@@ -128,8 +132,9 @@ def read_all(
         end = consumer.end_offsets(tps)
         deadline = time.monotonic() + timeout
         while any(consumer.position(tp) < end[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            assert time.monotonic() < deadline, f"reading {topic} stopped before its end"
             for batch in consumer.poll(timeout_ms=200).values():
+                deadline = time.monotonic() + timeout
                 for r in batch:
                     yield r.key, r.value
     finally:

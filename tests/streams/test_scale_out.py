@@ -32,7 +32,9 @@ from tests.streams.reliability import (
     worker_env,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The waits inside (each with its own bound) add up to more than the suite's 300 s default on a
+# loaded machine; this limit only catches a test that hangs.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 USERS = [f"u{i}" for i in range(40)]
 N_ITEMS = 40
