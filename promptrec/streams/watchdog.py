@@ -158,9 +158,8 @@ class StallWatchdog:
         thread, aio = self._thread(), self._aiokafka()
         if thread is None or aio is None:
             return
-        log.warning(
-            "partition %s[%d] stall recovery: %s", tp.topic, tp.partition, _describe(action)
-        )
+        name = self.logical.get(tp.topic, tp.topic)
+        log.warning("partition %s[%d] stall recovery: %s", name, tp.partition, _describe(action))
         try:
             if action.kind == "seek" and action.offset is not None:
                 self._guard_redelivery(tp, recovery.stuck)
@@ -171,7 +170,7 @@ class StallWatchdog:
             raise
         except Exception as exc:
             # Revoked in between, consumer stopping: the next round sees the new state.
-            log.warning("stall recovery of %s[%d] failed: %r", tp.topic, tp.partition, exc)
+            log.warning("stall recovery of %s[%d] failed: %r", name, tp.partition, exc)
 
     def _guard_redelivery(self, tp: TopicPartition, stuck: int) -> None:
         """Make Faust drop the record before ``stuck`` too when it is fetched again.
