@@ -42,8 +42,8 @@ IN_FLIGHT_ROUNDS = 5  # rounds of USERS events sent just before the kill
 # Kill -> every in-flight and later event answered by worker 2. A correctness bound, not a
 # benchmark: the group notices the dead member after its session timeout (10 s), the broker
 # holds the rejoin for up to the rebalance timeout (10 s), worker 2 recovers worker 1's history
-# partitions from the changelog, then answers the backlog. Measured around 15-30 s in isolation;
-# the bound leaves 4x for a loaded 2-core machine. Longer means a takeover that hangs.
+# partitions from the changelog, then answers the backlog. Measured 16 s at load ~11 on 2 cores
+# (the README's earlier runs: about 15 s); 7x headroom. Longer means a takeover that hangs.
 TAKEOVER_BOUND_S = 120.0
 
 
