@@ -236,6 +236,13 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.partition_stalls = Counter(
+            "promptrec_partition_stalls",
+            "Input partitions found stalled (behind the fetch high watermark, fetched, position "
+            "not moving for PROMPTREC_STALL_TIMEOUT_S) and then recovered by the watchdog.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.lag_polls = Counter(
             "promptrec_consumer_lag_polls",
             "Consumer-lag polls, by result (ok/error).",

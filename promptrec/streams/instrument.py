@@ -1,4 +1,4 @@
-"""Faust wiring of a worker's health: heartbeat timer, rebalance hooks and the lag poller."""
+"""Faust wiring of worker health: heartbeat timer, rebalance hooks, lag poller, stall watchdog."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from kafka import TopicPartition
 from promptrec.observability.health import Health
 from promptrec.observability.lag import LagPoller
 from promptrec.streams.clients import make_admin
+from promptrec.streams.fetch_faults import emulate_midbatch_fetch_bug
+from promptrec.streams.watchdog import StallWatchdog
 
 if TYPE_CHECKING:
     import faust
@@ -22,7 +24,7 @@ _INPUT_TOPICS = ("interactions", "recommendation-requests", "feedback")
 
 
 def instrument(app: faust.App, pipeline: Pipeline) -> Health:
-    """Register the heartbeat timer, rebalance hooks and lag poller; return the worker's Health.
+    """Register the heartbeat, rebalance hooks, lag poller and stall watchdog; return the Health.
 
     Call after the pipeline is built and before the Faust worker starts.
     """
@@ -72,4 +74,14 @@ def instrument(app: faust.App, pipeline: Pipeline) -> Health:
     )
     if settings.lag_poll_interval_s > 0:
         app.task(poller.run)
+    if settings.emulate_midbatch_fetch_bug:
+        emulate_midbatch_fetch_bug(logical)
+    if settings.stall_timeout_s > 0:
+        # Samples must be further apart than a fetch wait, so a fetched partition always shows
+        # a new fetch response (see StallDetector).
+        interval = max(1.0, 2 * settings.fetch_max_wait_ms / 1000)
+        watchdog = StallWatchdog(
+            app, metrics, logical, settings.stall_timeout_s, interval_s=interval
+        )
+        app.task(watchdog.run)
     return health
