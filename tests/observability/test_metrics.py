@@ -214,3 +214,36 @@ def test_lag_poller_reads_committed_and_end_offsets(
         poller.close()
     got = samples(m)
     assert got[("promptrec_consumer_lag", (("partition", "0"), ("topic", "interactions")))] == 6
+
+
+@pytest.mark.integration
+def test_lag_of_batched_records_comes_from_fetch_high_watermarks(
+    make_settings: Callable[..., StreamSettings],
+) -> None:
+    # 20 records in one producer batch: the embedded broker's ListOffsets "latest" says 1, the
+    # Fetch high watermark (what the worker's poller reads) says 20.
+    from promptrec.streams.offsets import high_watermarks
+
+    settings = make_settings(partitions=1)
+    ensure_topics(settings)
+    topic = TopicNames.from_settings(settings).interactions
+    producer = KafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=200
+    )
+    futures = [producer.send(topic, key=b"k", value=b"v", partition=0) for _ in range(20)]
+    producer.flush()
+    assert all(f.get(timeout=10) for f in futures)
+    producer.close()
+    tps = [TopicPartition(topic, 0)]
+    poller = LagPoller(
+        settings.effective_app_id,
+        Metrics(),
+        {topic: "interactions"},
+        lambda: tps,
+        admin_factory=lambda: make_admin(settings),
+        end_offsets=lambda parts: high_watermarks(settings, parts),
+    )
+    try:
+        assert poller.poll_once() == {tps[0]: 20}
+    finally:
+        poller.close()
