@@ -123,6 +123,11 @@ def _omit_none(value: object) -> bool:
     return value is None
 
 
+def _omit_empty(value: object) -> bool:
+    """``exclude_if`` of ids that became optional: "" (the default) means absent."""
+    return value == ""
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -260,7 +265,8 @@ class RecommendationRequest(_Record):
     """
 
     request_id: Id
-    user_id: Id | None = Field(default=None, exclude_if=_omit_none)
+    # Absent user_id reads as "" (never a valid id), so code that keys by it still types as str.
+    user_id: Id = Field(default="", exclude_if=_omit_empty)
     item_id: Id | None = Field(default=None, exclude_if=_omit_none)
     k: Annotated[int, Strict(), Field(ge=1)] | None = None
     explain: Annotated[bool, Strict()] = Field(default=False, exclude_if=lambda v: v is False)
@@ -277,7 +283,7 @@ class RecommendationRequest(_Record):
 
     @model_validator(mode="after")
     def _has_subject(self) -> RecommendationRequest:
-        if self.user_id is None and self.item_id is None:
+        if not self.user_id and self.item_id is None:
             raise PydanticCustomError("missing_subject", "A request needs a user_id or an item_id")
         return self
 
@@ -301,7 +307,7 @@ class Recommendation(_Record):
     """A ranked list for one user (``recommendations`` topic, keyed by ``user_id``)."""
 
     recommendation_id: Id
-    user_id: Id | None = Field(default=None, exclude_if=_omit_none)
+    user_id: Id = Field(default="", exclude_if=_omit_empty)  # "": an item-only answer
     item_id: Id | None = Field(default=None, exclude_if=_omit_none)  # similar-item answers
     items: list[ScoredItem]
     model_version: Annotated[int, Strict(), Field(ge=0)]
@@ -315,7 +321,7 @@ class Recommendation(_Record):
 
     @model_validator(mode="after")
     def _has_subject(self) -> Recommendation:
-        if self.user_id is None and self.item_id is None:
+        if not self.user_id and self.item_id is None:
             raise PydanticCustomError("missing_subject", "A recommendation needs a user or item")
         return self
 

@@ -498,4 +498,3 @@ class CandidateIndex(abc.ABC):
         self._dirty = False
         if n:
             self._append_labels(np.arange(n, dtype=np.int64))
-

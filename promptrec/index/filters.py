@@ -48,7 +48,9 @@ def canonical_value(value: object) -> tuple[str, Any]:
     raise ValueError(f"attribute values must be strings, numbers or bools, got {value!r}")
 
 
-def attribute_pairs(attributes: Mapping[str, object], keys: frozenset[str] | None) -> frozenset[Pair]:
+def attribute_pairs(
+    attributes: Mapping[str, object], keys: frozenset[str] | None
+) -> frozenset[Pair]:
     """The ``(key, canonical value)`` pairs of an item's attributes (list values: one per element).
 
     Values that cannot be compared (nested objects, nulls) are skipped: no filter can name them.

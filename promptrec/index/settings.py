@@ -34,8 +34,7 @@ class IndexSettings(BaseSettings):
     filter_attributes: str = Field(
         default="",
         description=(
-            "Comma-separated item attribute keys that requests may filter on "
-            "(empty: every key)."
+            "Comma-separated item attribute keys that requests may filter on (empty: every key)."
         ),
     )
 

@@ -58,7 +58,7 @@ def test_request_fields_decode() -> None:
     r = decode_request(req(user_id="u1", explain=True, k=3), LIMITS, max_ts=TS)
     assert r.explain and r.item_id is None and r.filter is None
     r = decode_request(req(item_id="i9"), LIMITS, max_ts=TS)
-    assert r.user_id is None and r.item_id == "i9" and not r.explain
+    assert r.user_id == "" and r.item_id == "i9" and not r.explain
     r = decode_request(
         req(user_id="u", filter={"category": ["b", "m"], "year": 2020, "exclude_item_ids": ["x"]}),
         LIMITS,
@@ -73,7 +73,8 @@ def test_request_fields_decode() -> None:
 
 BAD = [
     ("no user and no item", req(), "needs a user_id or an item_id"),
-    ("null user, no item", req(user_id=None), "user_id or an item_id"),
+    ("null user", req(user_id=None, item_id="i"), "user_id"),
+    ("empty user, no item", req(user_id=" "), "user_id"),
     ("item_id int", req(item_id=5), "item_id"),
     ("explain string", req(user_id="u", explain="yes"), "explain"),
     ("explain int", req(user_id="u", explain=1), "explain"),
@@ -84,9 +85,17 @@ BAD = [
     ("filter nested list", req(user_id="u", filter={"c": [["a"]]}), "filter.c"),
     ("filter empty list", req(user_id="u", filter={"c": []}), "needs 1 to 3 values, got 0"),
     ("filter blank key", req(user_id="u", filter={" ": "a"}), "attribute keys"),
-    ("too many keys", req(user_id="u", filter={"a": 1, "b": 2, "c": 3}), "at most 2 attribute keys"),
+    (
+        "too many keys",
+        req(user_id="u", filter={"a": 1, "b": 2, "c": 3}),
+        "at most 2 attribute keys",
+    ),
     ("too many values", req(user_id="u", filter={"a": [1, 2, 3, 4]}), "1 to 3 values, got 4"),
-    ("too many excludes", req(user_id="u", filter={"exclude_item_ids": list("abcde")}), "at most 4 exclude"),
+    (
+        "too many excludes",
+        req(user_id="u", filter={"exclude_item_ids": list("abcde")}),
+        "at most 4 exclude",
+    ),
     ("exclude not a list", req(user_id="u", filter={"exclude_item_ids": "a"}), "exclude_item_ids"),
     ("exclude int ids", req(user_id="u", filter={"exclude_item_ids": [1]}), "exclude_item_ids"),
     ("value too long", req(user_id="u", filter={"a": "x" * 300}), "filter.a"),
@@ -110,11 +119,13 @@ def test_answer_fields_are_bounded() -> None:
         ScoredItem(item_id="a", score=1.0, because=["a", "b", "c", "d"])
     with pytest.raises(ValueError):
         ScoredItem.model_validate({"item_id": "a", "score": 1.0, "reason": "because I said so"})
+    no_subject = dict(EXAMPLES["recommendations"])
+    del no_subject["user_id"]
     with pytest.raises(ValueError, match="needs a user or item"):
-        Recommendation.model_validate({**EXAMPLES["recommendations"], "user_id": None})
-    similar = {**EXAMPLES["recommendations"], "item_id": "i1"}
-    del similar["user_id"]
-    assert Recommendation.model_validate(similar).user_id is None
+        Recommendation.model_validate(no_subject)
+    similar = {**no_subject, "item_id": "i1"}
+    rec = Recommendation.model_validate(similar)
+    assert rec.user_id == "" and json.loads(to_json_bytes(rec)) == similar
 
 
 def test_json_schemas_list_the_new_fields() -> None:
