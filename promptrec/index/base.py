@@ -27,7 +27,7 @@ import numpy as np
 
 from promptrec.index.exceptions import DimensionMismatch
 from promptrec.index.filters import AttributeBitmaps, AttributeFilter
-from promptrec.index.kernels import scan_selected
+from promptrec.index.kernels import DENSE_FRACTION, scan_masked, scan_selected
 from promptrec.index.settings import IndexSettings
 from promptrec.index.snapshot import SNAPSHOT_FORMAT, read_snapshot, write_snapshot
 
@@ -332,9 +332,7 @@ class CandidateIndex(abc.ABC):
             or count <= self.settings.filter_exact_rows
         )
         if exact:
-            # Exact over the allowed rows: FAISS skips the others' dot products.
-            row_bits = np.packbits(allowed, bitorder="little")
-            return scan_selected(queries, self._vecs[:n], kk, row_bits)
+            return self._scan_allowed(queries, kk, allowed, count)
         label_rows = self._label_row[: self._ntotal]  # dead labels map to -1
         label_ok = (label_rows >= 0) & allowed[np.maximum(label_rows, 0)]
         label_bits = np.packbits(label_ok, bitorder="little")
@@ -344,9 +342,18 @@ class CandidateIndex(abc.ABC):
         if short.size:
             # A graph search can run out of allowed nodes before k (very selective filters):
             # those queries get the exact answer instead of a short one.
-            row_bits = np.packbits(allowed, bitorder="little")
-            scores[short], rows[short] = scan_selected(queries[short], self._vecs[:n], kk, row_bits)
+            scores[short], rows[short] = self._scan_allowed(queries[short], kk, allowed, count)
         return scores, rows
+
+    def _scan_allowed(
+        self, queries: np.ndarray, kk: int, allowed: np.ndarray, count: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-kk over the allowed storage rows (a selector scan, or BLAS when dense)."""
+        vectors = self._vecs[: len(self._ids)]  # a prefix of storage: no copy
+        if count > DENSE_FRACTION * len(allowed):
+            return scan_masked(queries, vectors, kk, allowed)
+        # Sparse: FAISS skips the dot products of rows outside the bitmap.
+        return scan_selected(queries, vectors, kk, np.packbits(allowed, bitorder="little"))
 
     def _cut(
         self, scores: np.ndarray, rows: np.ndarray, excluded: np.ndarray, width: int

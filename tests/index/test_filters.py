@@ -15,6 +15,7 @@ from promptrec.index import (
     restore_index,
 )
 from promptrec.index.filters import AttributeBitmaps, canonical_value
+from promptrec.index.kernels import scan_masked, scan_selected
 
 # hnsw-graph: the filtered search runs in the HNSW graph with a label bitmap (no exact scan).
 KINDS = {
@@ -22,7 +23,7 @@ KINDS = {
     "hnsw": IndexSettings(kind="hnsw", use_gpu="never"),
     "hnsw-graph": IndexSettings(kind="hnsw", use_gpu="never", filter_exact_rows=0),
 }
-CATEGORIES = ["books", "music", "films", "books", "games", "music", "books", "films", "toys", "toys"]
+CATEGORIES = ["books", "music", "films", "books", "games", "music", "books", "films", "toys", "toys"]  # fmt: skip
 
 
 @pytest.fixture(params=sorted(KINDS))
@@ -123,7 +124,9 @@ def test_bad_filter_values_are_refused() -> None:
 
 def test_only_configured_keys_are_filterable() -> None:
     ix = create_index(2, IndexSettings(use_gpu="never", filter_attributes="category, brand"))
-    ix.upsert_many(["a"], np.ones((1, 2), np.float32), attributes=[{"category": "x", "tags": ["y"]}])
+    ix.upsert_many(
+        ["a"], np.ones((1, 2), np.float32), attributes=[{"category": "x", "tags": ["y"]}]
+    )
     assert ix.attributes_of("a") == {"category": ["x"]}
     assert ix.settings.filter_key_set == frozenset({"category", "brand"})
 
@@ -171,5 +174,46 @@ def test_bitmaps_switch_between_sparse_and_dense() -> None:
     assert bitmaps._postings[("k", ("s", "rare0"))].bits is None
     for row in range(1, 200, 2):
         bitmaps.set_row(row, {"k": "other"})
-    assert not bitmaps.allowed(common, 200).any() and ("k", ("s", "common")) not in bitmaps._postings
+    assert (
+        not bitmaps.allowed(common, 200).any() and ("k", ("s", "common")) not in bitmaps._postings
+    )
     assert bitmaps.allowed(AttributeFilter.build({"k": "rare4"}), 200).nonzero()[0].tolist() == [4]
+
+
+def test_sparse_and_dense_scans_agree_with_brute_force() -> None:
+    rng = np.random.default_rng(11)
+    vecs = rng.standard_normal((300, 8)).astype(np.float32)
+    q = rng.standard_normal((4, 8)).astype(np.float32)
+    for share in (0.03, 0.5):  # below and above DENSE_FRACTION
+        allowed = rng.random(300) < share
+        scores = q @ vecs.T
+        scores[:, ~allowed] = -np.inf
+        want = np.argsort(-scores, axis=1)[:, :5]
+        bits = np.packbits(allowed, bitorder="little")
+        _, sparse = scan_selected(q, vecs, 5, bits)
+        _, dense = scan_masked(q, vecs, 5, allowed, chunk=7)  # many chunks
+        assert sparse.tolist() == dense.tolist() == want.tolist()
+    _, rows = scan_masked(q, vecs, 5, np.arange(300) < 2, chunk=64)
+    assert rows[:, :2].tolist() == [
+        sorted([0, 1], key=lambda r: -float(q[i] @ vecs[r])) for i in range(4)
+    ]
+    assert (rows[:, 2:] == -1).all()
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_selective_filter_on_a_larger_index(kind: str) -> None:
+    rng = np.random.default_rng(5)
+    vecs = rng.standard_normal((2000, 8)).astype(np.float32)
+    rare = set(rng.choice(2000, 40, replace=False).tolist())  # 2%: the selector scan
+    ix = create_index(8, KINDS[kind])
+    ix.upsert_many([f"x{j}" for j in range(2000)], vecs,
+                   attributes=[{"tier": "gold" if j in rare else "basic"} for j in range(2000)])  # fmt: skip
+    q = rng.standard_normal((3, 8)).astype(np.float32)
+    keys = sorted(rare)
+    got = ix.search_many(q, 10, filters=[AttributeFilter.build({"tier": "gold"})] * 3)
+    for row, hits in zip(q, got, strict=True):
+        best = [f"x{keys[j]}" for j in np.argsort(-(vecs[keys] @ row))[:10]]
+        if kind == "hnsw-graph":
+            assert {i for i, _ in hits} <= {f"x{j}" for j in rare} and len(hits) == 10
+        else:
+            assert [i for i, _ in hits] == best
