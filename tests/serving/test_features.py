@@ -9,7 +9,7 @@ import pytest
 
 from promptrec.encoder import TextEncoder
 from promptrec.encoder.settings import EncoderSettings
-from promptrec.events.exceptions import ReasonCode
+from promptrec.events.exceptions import InvalidEvent, ReasonCode
 from promptrec.events.schemas import ScoredItem
 from promptrec.index import AttributeFilter, IndexSettings
 from promptrec.serving.engine import Engine
@@ -146,3 +146,31 @@ def test_filters_hold_for_model_and_popular_answers(engine: Engine) -> None:
     assert sorted(i for i, _ in batch.items[0]) == ["i0", "i2"]  # fewer than k, never others
     assert [i for i, _ in batch.items[1]] == ["i2", "i0"]  # i6 is popular but a toy
     assert batch.items[2] == []
+
+
+def test_query_for_request_and_its_rejections(engine: Engine) -> None:
+    from promptrec.events.schemas import RecommendationRequest
+    from promptrec.serving.requests import query_for_request
+
+    def request(**fields: object) -> RecommendationRequest:
+        return RecommendationRequest.model_validate({"request_id": "r", "ts": 1, **fields})
+
+    q = query_for_request(
+        request(user_id="u", explain=True, filter={"category": "toys"}),
+        ["i0"], frozenset({"i0"}), 10, engine.index,
+    )  # fmt: skip
+    assert (q.user_id, q.k, q.item_id, q.explain) == ("u", 10, None, True)
+    assert q.filter == AttributeFilter.build({"category": ["toys"]}) and q.exclude == {"i0"}
+    q = query_for_request(
+        request(item_id="i3", user_id="u", k=2), ["i0"], frozenset({"i0"}), 10, engine.index
+    )
+    assert (q.item_id, q.recent, q.exclude, q.k) == ("i3", (), frozenset(), 2)
+    with pytest.raises(InvalidEvent) as info:
+        query_for_request(request(item_id="ghost"), [], frozenset(), 10, engine.index)
+    assert info.value.reason is ReasonCode.unknown_item and "ghost" in info.value.detail
+    with pytest.raises(InvalidEvent) as info:
+        query_for_request(
+            request(user_id="u", filter={"colour": "red", "category": "toys"}),
+            [], frozenset(), 10, engine.index, filterable=frozenset({"category"}),
+        )  # fmt: skip
+    assert info.value.reason is ReasonCode.schema and "'colour' not filterable" in info.value.detail
