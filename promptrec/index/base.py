@@ -28,6 +28,7 @@ import numpy as np
 from promptrec.index.exceptions import DimensionMismatch
 from promptrec.index.filters import AttributeBitmaps, AttributeFilter
 from promptrec.index.kernels import DENSE_FRACTION, scan_masked, scan_selected
+from promptrec.index.ranking import cut_hits
 from promptrec.index.settings import IndexSettings
 from promptrec.index.snapshot import SNAPSHOT_FORMAT, read_snapshot, write_snapshot
 
@@ -299,7 +300,7 @@ class CandidateIndex(abc.ABC):
                     s, r = self._search_filtered(queries[members], kk, f)
                 scores[members, : s.shape[1]] = s
                 rows[members, : r.shape[1]] = r
-        return self._cut(scores, rows, excluded, width)
+        return cut_hits(self._ids, scores, rows, excluded, width)
 
     def _search_all(self, queries: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
         """Unfiltered backend search: (scores, storage rows), rows -1 where missing."""
@@ -354,33 +355,6 @@ class CandidateIndex(abc.ABC):
             return scan_masked(queries, vectors, kk, allowed)
         # Sparse: FAISS skips the dot products of rows outside the bitmap.
         return scan_selected(queries, vectors, kk, np.packbits(allowed, bitorder="little"))
-
-    def _cut(
-        self, scores: np.ndarray, rows: np.ndarray, excluded: np.ndarray, width: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Drop missing and excluded hits, cut to ``width``, order equal scores by id."""
-        valid = rows >= 0
-        if excluded.shape[1]:
-            valid &= ~(rows[:, :, None] == excluded[:, None, :]).any(axis=2)
-        # Valid hits first, in FAISS order (a stable sort of the invalid flags), then the cut.
-        order = np.argsort(~valid, axis=1, kind="stable")[:, :width]
-        keep = np.take_along_axis(valid, order, axis=1)
-        out_rows = np.where(keep, np.take_along_axis(rows, order, axis=1), -1)
-        out_scores = np.where(keep, np.take_along_axis(scores, order, axis=1), -np.inf)
-        with np.errstate(invalid="ignore"):  # -inf - -inf in the padding of short answers
-            tied = ((np.diff(scores, axis=1) == 0) & (rows[:, 1:] >= 0)).any(axis=1)
-        ids = self._ids
-        for q in np.flatnonzero(tied).tolist():
-            # Rare: collect every valid hit, order by (score desc, id), then cut.
-            hits = sorted(
-                zip(scores[q][valid[q]].tolist(), rows[q][valid[q]].tolist(), strict=True),
-                key=lambda h: (-h[0], ids[h[1]]),
-            )[:width]
-            out_rows[q] = -1
-            out_scores[q] = -np.inf
-            if hits:
-                out_scores[q, : len(hits)], out_rows[q, : len(hits)] = zip(*hits, strict=True)
-        return out_scores.astype(np.float32, copy=False), out_rows
 
     def search_many(
         self,
