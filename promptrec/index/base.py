@@ -13,7 +13,8 @@ outnumber live labels, or, for adapters whose search cannot filter (GPU), on the
 Attribute filters (:class:`~promptrec.index.filters.AttributeFilter`) are answered inside the
 FAISS search, never by fetching more and dropping: the per-value bitmaps of storage rows
 (:class:`~promptrec.index.filters.AttributeBitmaps`, kept in step on upsert and remove) give the
-allowed rows, which become an ``IDSelectorBitmap`` over rows (exact scan) or over labels (HNSW).
+allowed rows: an exact scan gathers just those rows; an HNSW search gets them as an
+``IDSelectorBitmap`` over its labels.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from promptrec.index.exceptions import DimensionMismatch
 from promptrec.index.filters import AttributeBitmaps, AttributeFilter
-from promptrec.index.kernels import DENSE_FRACTION, scan_masked, scan_selected
+from promptrec.index.kernels import scan_gathered
 from promptrec.index.ranking import cut_hits
 from promptrec.index.settings import IndexSettings
 from promptrec.index.snapshot import SNAPSHOT_FORMAT, read_snapshot, write_snapshot
@@ -333,7 +334,7 @@ class CandidateIndex(abc.ABC):
             or count <= self.settings.filter_exact_rows
         )
         if exact:
-            return self._scan_allowed(queries, kk, allowed, count)
+            return self._scan_allowed(queries, kk, allowed)
         label_rows = self._label_row[: self._ntotal]  # dead labels map to -1
         label_ok = (label_rows >= 0) & allowed[np.maximum(label_rows, 0)]
         label_bits = np.packbits(label_ok, bitorder="little")
@@ -343,18 +344,14 @@ class CandidateIndex(abc.ABC):
         if short.size:
             # A graph search can run out of allowed nodes before k (very selective filters):
             # those queries get the exact answer instead of a short one.
-            scores[short], rows[short] = self._scan_allowed(queries[short], kk, allowed, count)
+            scores[short], rows[short] = self._scan_allowed(queries[short], kk, allowed)
         return scores, rows
 
     def _scan_allowed(
-        self, queries: np.ndarray, kk: int, allowed: np.ndarray, count: int
+        self, queries: np.ndarray, kk: int, allowed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-kk over the allowed storage rows (a selector scan, or BLAS when dense)."""
-        vectors = self._vecs[: len(self._ids)]  # a prefix of storage: no copy
-        if count > DENSE_FRACTION * len(allowed):
-            return scan_masked(queries, vectors, kk, allowed)
-        # Sparse: FAISS skips the dot products of rows outside the bitmap.
-        return scan_selected(queries, vectors, kk, np.packbits(allowed, bitorder="little"))
+        """Exact top-kk over the allowed storage rows only (gathered, one BLAS scan)."""
+        return scan_gathered(queries, self._vecs[: len(self._ids)], kk, allowed)
 
     def search_many(
         self,

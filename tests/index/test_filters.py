@@ -15,7 +15,7 @@ from promptrec.index import (
     restore_index,
 )
 from promptrec.index.filters import AttributeBitmaps, canonical_value
-from promptrec.index.kernels import scan_masked, scan_selected
+from promptrec.index.kernels import scan_gathered
 
 # hnsw-graph: the filtered search runs in the HNSW graph with a label bitmap (no exact scan).
 KINDS = {
@@ -180,31 +180,30 @@ def test_bitmaps_switch_between_sparse_and_dense() -> None:
     assert bitmaps.allowed(AttributeFilter.build({"k": "rare4"}), 200).nonzero()[0].tolist() == [4]
 
 
-def test_sparse_and_dense_scans_agree_with_brute_force() -> None:
+def test_gathered_scan_agrees_with_brute_force() -> None:
     rng = np.random.default_rng(11)
     vecs = rng.standard_normal((300, 8)).astype(np.float32)
     q = rng.standard_normal((4, 8)).astype(np.float32)
-    for share in (0.03, 0.5):  # below and above DENSE_FRACTION
+    for share in (0.03, 0.5, 1.0):
         allowed = rng.random(300) < share
         scores = q @ vecs.T
         scores[:, ~allowed] = -np.inf
         want = np.argsort(-scores, axis=1)[:, :5]
-        bits = np.packbits(allowed, bitorder="little")
-        _, sparse = scan_selected(q, vecs, 5, bits)
-        _, dense = scan_masked(q, vecs, 5, allowed, chunk=7)  # many chunks
-        assert sparse.tolist() == dense.tolist() == want.tolist()
-    _, rows = scan_masked(q, vecs, 5, np.arange(300) < 2, chunk=64)
-    assert rows[:, :2].tolist() == [
-        sorted([0, 1], key=lambda r: -float(q[i] @ vecs[r])) for i in range(4)
-    ]
-    assert (rows[:, 2:] == -1).all()
+        for chunk in (7, 1000):  # many chunks merged, and one
+            got_scores, rows = scan_gathered(q, vecs, 5, allowed, chunk=chunk)
+            assert rows.tolist() == want.tolist()
+            assert np.allclose(got_scores, np.take_along_axis(scores, want, axis=1))
+    _, rows = scan_gathered(q, vecs, 5, np.arange(300) < 2, chunk=64)
+    assert rows.shape == (4, 2)  # fewer allowed rows than k
+    assert all(sorted(r) == [0, 1] for r in rows.tolist())
+    assert scan_gathered(q, vecs, 5, np.zeros(300, bool))[1].shape == (4, 0)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_selective_filter_on_a_larger_index(kind: str) -> None:
     rng = np.random.default_rng(5)
     vecs = rng.standard_normal((2000, 8)).astype(np.float32)
-    rare = set(rng.choice(2000, 40, replace=False).tolist())  # 2%: the selector scan
+    rare = set(rng.choice(2000, 40, replace=False).tolist())  # 2%: a short gathered scan
     ix = create_index(8, KINDS[kind])
     ix.upsert_many([f"x{j}" for j in range(2000)], vecs,
                    attributes=[{"tier": "gold" if j in rare else "basic"} for j in range(2000)])  # fmt: skip
