@@ -128,6 +128,11 @@ def _omit_empty(value: object) -> bool:
     return value == ""
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    """JSON schema of such an id: optional, but "" is not a value to send."""
+    schema.pop("default", None)
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -266,7 +271,12 @@ class RecommendationRequest(_Record):
 
     request_id: Id
     # Absent user_id reads as "" (never a valid id), so code that keys by it still types as str.
-    user_id: Id = Field(default="", exclude_if=_omit_empty)
+    user_id: Id = Field(
+        default="",
+        exclude_if=_omit_empty,
+        description="Required unless item_id is given.",
+        json_schema_extra=_no_default,
+    )
     item_id: Id | None = Field(default=None, exclude_if=_omit_none)
     k: Annotated[int, Strict(), Field(ge=1)] | None = None
     explain: Annotated[bool, Strict()] = Field(default=False, exclude_if=lambda v: v is False)
@@ -307,7 +317,12 @@ class Recommendation(_Record):
     """A ranked list for one user (``recommendations`` topic, keyed by ``user_id``)."""
 
     recommendation_id: Id
-    user_id: Id = Field(default="", exclude_if=_omit_empty)  # "": an item-only answer
+    user_id: Id = Field(
+        default="",
+        exclude_if=_omit_empty,
+        description="Absent in answers to item-only (similar items) requests.",
+        json_schema_extra=_no_default,
+    )
     item_id: Id | None = Field(default=None, exclude_if=_omit_none)  # similar-item answers
     items: list[ScoredItem]
     model_version: Annotated[int, Strict(), Field(ge=0)]
