@@ -314,7 +314,8 @@ class ScoredItem(_Record):
 
 
 class Recommendation(_Record):
-    """A ranked list for one user (``recommendations`` topic, keyed by ``user_id``)."""
+    """A ranked list for one user (``recommendations`` topic, keyed by ``user_id``; for an
+    item-only similar-items request by ``item_id``, and ``user_id`` is absent)."""
 
     recommendation_id: Id
     user_id: Id = Field(
