@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +217,17 @@ def test_selective_filter_on_a_larger_index(kind: str) -> None:
             assert {i for i, _ in hits} <= {f"x{j}" for j in rare} and len(hits) == 10
         else:
             assert [i for i, _ in hits] == best
+
+
+def test_a_snapshot_with_broken_attributes_is_refused(
+    index: CandidateIndex, tmp_path: Path
+) -> None:
+    from promptrec.index import SnapshotError
+
+    index.snapshot(tmp_path / "snap")
+    meta_path = tmp_path / "snap" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for broken in (meta["attributes"][:3], "category", [["books"]] * len(meta["ids"])):
+        meta_path.write_text(json.dumps({**meta, "attributes": broken}))
+        with pytest.raises(SnapshotError, match="attributes do not match"):
+            restore_index(tmp_path / "snap", index.settings)
