@@ -231,3 +231,18 @@ def test_a_snapshot_with_broken_attributes_is_refused(
         meta_path.write_text(json.dumps({**meta, "attributes": broken}))
         with pytest.raises(SnapshotError, match="attributes do not match"):
             restore_index(tmp_path / "snap", index.settings)
+
+
+def test_garbage_attributes_are_skipped_or_refused(index: CandidateIndex) -> None:
+    one = np.ones((1, 4), np.float32)
+    index.upsert_many(
+        ["odd"], one, attributes=[{"a": {"x": 1}, "b": None, "c": float("nan"), "d": [1, [2]]}]
+    )
+    assert index.attributes_of("odd") == {"d": [1]}  # nothing a filter could name is kept
+    with pytest.raises(ValueError, match="2 attribute mappings for 1 ids"):
+        index.upsert_many(["x"], one, attributes=[{}, {}])
+    with pytest.raises(ValueError, match="1 attribute mappings for 2 ids"):
+        index.set_attributes_many(["i0", "i1"], [{}])
+    assert "x" not in index and index.attributes_of("i0")["category"] == ["books"]
+    with pytest.raises(ValueError, match="filters for"):
+        index.search_rows(query(), 3, filters=[None, None])
