@@ -157,7 +157,12 @@ class RecommendPlanner:
         catalog: The item ids that exist (an interaction with another item is dead-lettered).
     """
 
-    def __init__(self, settings: ServingSettings, limits: Limits, catalog: Container[str]) -> None:
+    def __init__(
+        self,
+        settings: ServingSettings,
+        limits: Limits,
+        catalog: Container[str],
+    ) -> None:
         self.settings = settings
         self.limits = limits
         self.catalog = catalog

@@ -1,20 +1,40 @@
-"""The small base class of the agents and the thread settings of engine-thread jobs."""
+"""The small base class of the agents and what the event agents share around it."""
 
 from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
 
 import faiss
 import faust
 import torch
+from faust.streams import _current_event
 
+from promptrec.serving.batches import HistoryWrite, Inbound
 from promptrec.streams.agents.context import AgentContext
 
-__all__ = ["Agent", "set_threads"]
+__all__ = ["Agent", "inbound_of", "set_threads", "write_histories"]
 
 
 def set_threads(n: int) -> None:
     """torch and FAISS threads of the engine thread's next job (cheap: ~0.3 us)."""
     torch.set_num_threads(n)
     faiss.omp_set_num_threads(n)
+
+
+def inbound_of(event: faust.EventT, logical: dict[str, str]) -> Inbound[faust.EventT]:
+    """The domain's view of a Faust event (logical topic, position, raw key and value)."""
+    msg = event.message
+    return Inbound(logical[msg.topic], msg.partition, msg.offset, msg.key, msg.value, event)
+
+
+def write_histories(ctx: AgentContext, writes: Sequence[HistoryWrite[faust.EventT]]) -> None:
+    """Store history values; each write goes to the changelog partition of its user's event."""
+    for user_id, value, inbound in writes:
+        # Table writes go to the changelog partition of the *current* event: an event of this
+        # user (same key, same partition), not the batch's last one.
+        _current_event.set(weakref.ref(inbound.ref))
+        ctx.history[user_id] = value
 
 
 class Agent:

@@ -11,9 +11,8 @@ from promptrec.events.exceptions import ReasonCode
 from promptrec.events.schemas import FeedbackEvent
 from promptrec.serving.batches import FeedbackPlanner
 from promptrec.serving.learner import LearnOutcome, OnlineLearner
-from promptrec.streams.agents.base import Agent, set_threads
+from promptrec.streams.agents.base import Agent, inbound_of, set_threads, write_histories
 from promptrec.streams.agents.context import AgentContext
-from promptrec.streams.agents.recommend_agent import inbound_of, write_histories
 from promptrec.streams.agents.stages import StageFailed
 
 __all__ = ["FeedbackAgent"]

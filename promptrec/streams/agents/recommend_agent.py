@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import time
 import uuid
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 
 import faust
-from faust.streams import _current_event
 
 from promptrec.events.exceptions import ReasonCode
-from promptrec.serving.batches import Inbound, RecommendPlan, RecommendPlanner
+from promptrec.serving.batches import RecommendPlan, RecommendPlanner
 from promptrec.serving.learner import OnlineLearner
 from promptrec.serving.recommender import Query, RecommendBatch, Recommender
-from promptrec.streams.agents.base import Agent, set_threads
+from promptrec.streams.agents.base import Agent, inbound_of, set_threads, write_histories
 from promptrec.streams.agents.context import AgentContext
 from promptrec.streams.agents.stages import StageFailed
 from promptrec.streams.publisher import RecommendationPublisher, recommendation_json
 
-__all__ = ["RecommendAgent", "inbound_of", "write_histories"]
-
-
-def inbound_of(event: faust.EventT, logical: dict[str, str]) -> Inbound[faust.EventT]:
-    """The domain's view of a Faust event (logical topic, position, raw key and value)."""
-    msg = event.message
-    return Inbound(logical[msg.topic], msg.partition, msg.offset, msg.key, msg.value, event)
-
-
-def write_histories(ctx: AgentContext, writes: Sequence[tuple[str, object, Inbound]]) -> None:
-    """Store history values; each write goes to the changelog partition of its user's event."""
-    for user_id, value, inbound in writes:
-        # Table writes go to the changelog partition of the *current* event: an event of this
-        # user (same key, same partition), not the batch's last one.
-        _current_event.set(weakref.ref(inbound.ref))
-        ctx.history[user_id] = value
+__all__ = ["RecommendAgent"]
 
 
 class RecommendAgent(Agent):
