@@ -202,6 +202,12 @@ class Metrics:
         self.retries = Counter(
             "promptrec_stage_retries", "Retried batch failures, by stage.", ["stage"], registry=r
         )
+        self.popularity_clicks = Gauge(
+            "promptrec_popularity_clicks",
+            "Interactions counted by the recent-popularity fallback since start "
+            "(each accepted click once; a failed batch counts none).",
+            registry=r,
+        )
         self.redeliveries = Counter(
             "promptrec_redeliveries",
             "Interactions read again after a crash or rebalance (already applied; re-answered).",
@@ -251,7 +257,8 @@ class Metrics:
         )
         self.ready = Gauge(
             "promptrec_ready",
-            "1 while the worker is ready (catalog replayed, agents running, not rebalancing).",
+            "1 while the worker is ready (catalog and model replayed, agents running, not "
+            "rebalancing).",
             registry=r,
         )
         self.info = Info("promptrec_worker", "Static facts about the worker.", registry=r)

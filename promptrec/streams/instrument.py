@@ -11,28 +11,29 @@ from promptrec.observability.health import Health
 from promptrec.observability.lag import LagPoller
 from promptrec.streams.clients import make_admin
 from promptrec.streams.fetch_faults import emulate_midbatch_fetch_bug
+from promptrec.streams.offsets import high_watermarks
 from promptrec.streams.watchdog import StallWatchdog
 
 if TYPE_CHECKING:
     import faust
 
-    from promptrec.streams.agents import Pipeline
+    from promptrec.streams.agents import AgentContext
 
 __all__ = ["instrument"]
 
 _INPUT_TOPICS = ("interactions", "recommendation-requests", "feedback")
 
 
-def instrument(app: faust.App, pipeline: Pipeline) -> Health:
+def instrument(app: faust.App, ctx: AgentContext) -> Health:
     """Register the heartbeat, rebalance hooks, lag poller and stall watchdog; return the Health.
 
     Call after the pipeline is built and before the Faust worker starts.
     """
-    settings = pipeline.settings
-    metrics = pipeline.metrics
+    settings = ctx.settings
+    metrics = ctx.metrics
     health = Health(settings.liveness_timeout_s)
     # Full input topic name -> logical name (label value); other topics (changelogs) are ignored.
-    logical = {full: name for full, name in pipeline._logical.items() if name in _INPUT_TOPICS}
+    logical = {full: name for full, name in ctx.logical.items() if name in _INPUT_TOPICS}
     owned: set[TopicPartition] = set()
     joined: list[bool] = [False]
 
@@ -51,7 +52,10 @@ def instrument(app: faust.App, pipeline: Pipeline) -> Health:
 
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 
-    health.add_check("catalog", pipeline.ready.is_set)
+    # Ready only when the agents serve up-to-date answers: both replays are complete. (Past the
+    # ready deadline the agents serve anyway, but the worker does not claim to be ready.)
+    health.add_check("catalog", ctx.readiness.catalog.is_set)
+    health.add_check("model", ctx.readiness.model.is_set)
     health.add_check(
         "agents",
         lambda: bool(app.agents) and all(a.started and not a.crashed for a in app.agents.values()),
@@ -71,6 +75,8 @@ def instrument(app: faust.App, pipeline: Pipeline) -> Health:
         lambda: list(owned),
         admin_factory=lambda: make_admin(settings),
         interval_s=settings.lag_poll_interval_s,
+        # Fetch high watermarks, not ListOffsets: the embedded broker's counts batches.
+        end_offsets=lambda tps: high_watermarks(settings, tps),
     )
     if settings.lag_poll_interval_s > 0:
         app.task(poller.run)

@@ -334,7 +334,13 @@ def test_worker_serves_liveness_and_readiness(scraped: Prometheus, worker: Worke
         with urllib.request.urlopen(base + path, timeout=5) as resp:
             body = json.loads(resp.read())
         assert resp.status == 200 and body["status"] == "ok", body
-    assert body["checks"] == {"catalog": True, "agents": True, "group": True, "loop": True}
+    assert body["checks"] == {
+        "catalog": True,
+        "model": True,
+        "agents": True,
+        "group": True,
+        "loop": True,
+    }
 
 
 def test_shipped_alert_rules_load_on_the_real_server(scraped: Prometheus) -> None:
