@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> None:
 
     def write_history(events: Sequence[Any]) -> None:
         # One write per distinct key, to the changelog partition of one of its events, as the
-        # worker's recommend agent does (agents.py) -- it binds the write to the current event.
+        # worker's recommend agent does (agents/base.py binds the write to the current event).
         last: dict[bytes, Any] = {e.key or b"": e for e in events}
         for key, event in last.items():
             _current_event.set(weakref.ref(event))

@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from kafka import TopicPartition as SyncTopicPartition
 
-from promptrec.streams.catalog_reader import aiokafka_config, make_aio_producer
-from promptrec.streams.clients import make_admin, make_consumer
+from promptrec.streams.clients import aiokafka_config, make_admin, make_aio_producer, make_consumer
 from promptrec.streams.settings import StreamSettings
 
 if TYPE_CHECKING:

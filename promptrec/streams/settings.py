@@ -54,6 +54,18 @@ class StreamSettings(ServingSettings):
         ge=0,
         description="Seconds between consumer-lag polls (promptrec_consumer_lag); 0 disables.",
     )
+    stall_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds an input partition may stay behind the fetch high watermark, "
+        "fetched but with a position that does not move, before the watchdog counts a stall "
+        "(promptrec_partition_stalls_total) and recovers it (seek back, then rejoin); 0 disables.",
+    )
+    emulate_midbatch_fetch_bug: bool = Field(
+        default=False,
+        description="Testing aid, keep off: input-topic fetches drop the record batches that "
+        "start below the fetch offset, as Tansu v0.6.0 did (tests the stall watchdog).",
+    )
     liveness_timeout_s: float = Field(
         default=30.0,
         gt=0,
@@ -179,11 +191,6 @@ class StreamSettings(ServingSettings):
     def effective_app_id(self) -> str:
         """The Faust app id: ``app_id`` or, when unset, the topic prefix without its separator."""
         return self.app_id or self.topic_prefix.rstrip("._-") or "promptrec"
-
-    @property
-    def faust_broker(self) -> str:
-        """The broker setting in Faust's URL form."""
-        return ";".join(f"kafka://{s}" for s in self.bootstrap_servers)
 
 
 _FAULT_STAGES = ("encode", "recommend", "learn", "checkpoint", "sync")
