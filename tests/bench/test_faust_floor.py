@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,3 +103,25 @@ def test_bare_agent_answers_every_event_and_counts_garbage(
     assert doc["events"] == n and doc["bad"] == len(GARBAGE)
     assert doc["events_per_s"] > 0 and doc["cpu_ms_per_event"] > 0
     assert (doc["decode"], doc["drain"], doc["table"]) == ("pydantic", "fast", 5)
+
+
+@pytest.mark.parametrize("env", [{}, {"PERF_FAST_DRAIN": "1", "PERF_SENSORS_OFF": "1"}])
+def test_worker_patch_applies_only_when_asked(env: dict[str, str]) -> None:
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import faust\n"
+        "from faust.transport.consumer import Consumer\n"
+        "app = faust.App('x', autodiscover=False)\n"
+        "print(Consumer.wait_first.__qualname__, app.sensors.on_stream_event_in.__qualname__)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERF_")}
+    path = f"{root / 'bench' / 'worker_patch'}{os.pathsep}{root}"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env, "PYTHONPATH": path},
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    drain, sensor = done.stdout.split()
+    if env:
+        assert (drain, sensor) == ("_fast_drain.<locals>.wait_first", "_sensors_off.<locals>.noop")
+    else:
+        assert drain == "Service.wait_first" and "noop" not in sensor
