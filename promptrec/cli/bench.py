@@ -29,6 +29,7 @@ _BENCHES: dict[str, tuple[str, str]] = {
         "bench.freshness",
         "Seconds from a new item's catalog event to its first recommendation.",
     ),
+    "state": ("bench.state", "Bytes of worker state per user history and per indexed item."),
 }
 
 
