@@ -120,12 +120,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     prep = _prepare(args)
     model, train = _configs(args)
     summary = run_train(prep, args.out, model, train)
-    valid, test = summary["valid"], summary["test"]
+    valid, test, ci = summary["valid"], summary["test"], summary["test_intervals"]
     print(
         f"best epoch {summary['best_epoch']}/{summary['epochs_run']} in "
         f"{summary['train_seconds']} s on {summary['device']}; "
         f"valid NDCG@10 {valid['NDCG@10']:.4f}, test NDCG@10 {test['NDCG@10']:.4f} "
-        f"HR@10 {test['HR@10']:.4f}"
+        f"[{ci['NDCG@10'][0]:.4f}, {ci['NDCG@10'][1]:.4f}] "
+        f"HR@10 {test['HR@10']:.4f} [{ci['HR@10'][0]:.4f}, {ci['HR@10'][1]:.4f}] (95% CI)"
     )
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0

@@ -26,10 +26,18 @@ from promptrec.encoder.text_encoder import TextEncoder
 from promptrec.encoder.training import ModelScorer, TrainConfig, config_dict, train_model
 from promptrec.evaluation.baselines import PopScorer, select_itemknn, select_text_zero_shot
 from promptrec.evaluation.datasets import Dataset, load_dataset
-from promptrec.evaluation.protocol import PROTOCOL, Split, evaluate
+from promptrec.evaluation.protocol import PROTOCOL, Split, metrics_from_ranks, stage_ranks
+from promptrec.evaluation.report import format_table, intervals, uncertainty_report
 from promptrec.evaluation.texts import item_texts, user_texts
 
-__all__ = ["Prepared", "prepare", "run_eval_offline", "run_train"]
+__all__ = [
+    "Prepared",
+    "format_table",
+    "prepare",
+    "run_eval_offline",
+    "run_train",
+    "write_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +109,8 @@ def run_train(prep: Prepared, out: Path, base: ModelConfig, train: TrainConfig) 
     """Trains, writes ``out`` (safetensors) and ``out.json``; returns the JSON summary."""
     config = model_config(prep, base)
     result = train_model(prep.split, prep.text, config, train, prep.profiles)
-    test = evaluate(_scorer(prep, result.model), prep.split, "test")
+    ranks = stage_ranks(_scorer(prep, result.model), prep.split, "test")
+    test = metrics_from_ranks(ranks)
     summary = {
         "dataset": prep.dataset.name,
         "format": prep.dataset.format,
@@ -109,6 +118,7 @@ def run_train(prep: Prepared, out: Path, base: ModelConfig, train: TrainConfig) 
         **config_dict(config, train),
         **result.summary(),
         "test": test,
+        "test_intervals": intervals(ranks),
     }
     save_model(out, result.model, summary)
     return summary
@@ -120,47 +130,62 @@ def run_eval_offline(
     train: TrainConfig,
     checkpoint: Path | None = None,
 ) -> dict[str, Any]:
-    """All methods on the test targets of one split; returns the results.json document."""
+    """All methods on the test targets of one split; returns the results.json document.
+
+    Besides the metrics, the document holds 95 % bootstrap intervals over users
+    (``intervals``), paired tests of ``promptrec`` against every other method (``paired``)
+    and, for the methods trained here, what training did (``training``).
+    """
     split = prep.split
-    methods: dict[str, dict[str, float]] = {}
-    seconds: dict[str, float] = {}
+    ranks: dict[str, np.ndarray] = {}
+    training: dict[str, dict[str, Any]] = {}
 
     def timed(name: str, fn: Any) -> None:
         t0 = time.perf_counter()
-        methods[name] = fn()
-        seconds[name] = time.perf_counter() - t0
-        log.info("%s: %s (%.1f s)", name, methods[name], seconds[name])
+        ranks[name] = fn()
+        log.info("%s: %.1f s", name, time.perf_counter() - t0)
 
     if checkpoint is not None:
         model = load_model(checkpoint)
         check_compatible(model.config, prep)
-        timed("promptrec", lambda: evaluate(_scorer(prep, model), split, "test"))
+        timed("promptrec", lambda: stage_ranks(_scorer(prep, model), split, "test"))
     else:
         config = model_config(prep, base)
-        timed("promptrec", lambda: _train_eval(prep, config, train))
+        timed("promptrec", lambda: _train_ranks(prep, config, train, training, "promptrec"))
     id_only = replace(model_config(prep, base), text_dim=0, use_ids=True, profile_dim=0)
-    timed("promptrec-id-only", lambda: _train_eval(prep, id_only, train, profiles=False))
+    timed(
+        "promptrec-id-only",
+        lambda: _train_ranks(prep, id_only, train, training, "promptrec-id-only", False),
+    )
     timed(
         "promptrec-text-zero-shot",
-        lambda: evaluate(select_text_zero_shot(split, prep.text), split, "test"),
+        lambda: stage_ranks(select_text_zero_shot(split, prep.text), split, "test"),
     )
-    timed("pop", lambda: evaluate(PopScorer(split), split, "test"))
-    timed("itemknn", lambda: evaluate(select_itemknn(split), split, "test"))
+    timed("pop", lambda: stage_ranks(PopScorer(split), split, "test"))
+    timed("itemknn", lambda: stage_ranks(select_itemknn(split), split, "test"))
     order = ["promptrec", "pop", "itemknn", "promptrec-id-only", "promptrec-text-zero-shot"]
     return {
         "dataset": prep.dataset.name,
         "protocol": PROTOCOL,
-        "methods": {name: methods[name] for name in order},
+        **uncertainty_report({name: ranks[name] for name in order}, "promptrec"),
+        "training": training,
     }
 
 
-def _train_eval(
-    prep: Prepared, config: ModelConfig, train: TrainConfig, profiles: bool = True
-) -> dict[str, float]:
+def _train_ranks(
+    prep: Prepared,
+    config: ModelConfig,
+    train: TrainConfig,
+    training: dict[str, dict[str, Any]],
+    name: str,
+    profiles: bool = True,
+) -> np.ndarray:
+    """Trains ``config``, records its summary under ``training[name]``, returns test ranks."""
     prof = prep.profiles if profiles else None
     result = train_model(prep.split, prep.text, config, train, prof)
+    training[name] = result.summary()
     scorer = ModelScorer(result.model, prep.text, prep.split.item_ids, prof)
-    return evaluate(scorer, prep.split, "test")
+    return stage_ranks(scorer, prep.split, "test")
 
 
 def check_compatible(config: ModelConfig, prep: Prepared) -> None:
@@ -179,16 +204,6 @@ def check_compatible(config: ModelConfig, prep: Prepared) -> None:
         )
     if config.profile_dim and prep.profiles is None:
         raise CheckpointError("checkpoint fuses user profiles; rerun with --user-profile")
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """A plain-text table of ``results["methods"]``."""
-    methods = results["methods"]
-    names = list(next(iter(methods.values())))
-    lines = [f"{'method':<26}" + "".join(f"{n:>9}" for n in names)]
-    for method, metrics in methods.items():
-        lines.append(f"{method:<26}" + "".join(f"{metrics[n]:>9.4f}" for n in names))
-    return "\n".join(lines)
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

@@ -94,13 +94,23 @@ def test_train_and_eval_offline_commands(
     summary = json.loads(ckpt.with_suffix(".json").read_text())
     assert summary["model"]["encoder_model"] == tiny_model_dir.name
     assert set(summary["test"]) >= {"HR@10", "NDCG@10", "MRR@10"}
+    assert set(summary["test_intervals"]) == {"NDCG@10", "HR@10"}
     assert load_model(ckpt).config.profile_dim == 32  # the tiny BERT's width
     assert list((tmp_path / "cache").glob("text-*.safetensors"))  # encoded once, cached
 
     out = tmp_path / "results.json"
     assert main(["eval", "offline", *common, "--out", str(out), "--no-user-profile"]) == 0
     results = json.loads(out.read_text())
-    assert set(results) == {"dataset", "protocol", "methods"}
+    assert set(results) == {
+        "dataset", "protocol", "methods", "intervals", "paired", "bootstrap", "training",
+    }  # fmt: skip
+    assert set(results["training"]) == {"promptrec", "promptrec-id-only"}
+    for name, ci in results["intervals"].items():
+        lo, hi = ci["NDCG@10"]
+        assert lo <= results["methods"][name]["NDCG@10"] <= hi
+    paired = results["paired"]["vs"]
+    assert set(paired) == set(results["methods"]) - {"promptrec"}
+    assert all(0 < t["p_value"] <= 1 and len(t["ci95"]) == 2 for t in paired.values())
     assert list(results["methods"]) == [
         "promptrec", "pop", "itemknn", "promptrec-id-only", "promptrec-text-zero-shot",
     ]  # fmt: skip
@@ -108,7 +118,8 @@ def test_train_and_eval_offline_commands(
         assert set(metrics) == {
             "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10",
         }  # fmt: skip
-    assert "promptrec-id-only" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "promptrec-id-only" in printed and "NDCG@10 95% CI" in printed and "vs pop" in printed
 
     # The checkpoint needs the profiles it was trained with.
     code = main(
