@@ -17,7 +17,7 @@ from promptrec.cli.argtypes import fraction, non_negative_int, positive_float, p
 
 __all__ = ["register"]
 
-_FORMATS = ("movielens-100k", "movielens-csv", "jsonl")
+_FORMATS = ("movielens-100k", "movielens-csv", "jsonl", "amazon")
 
 
 class _Usage(Exception):
@@ -111,6 +111,7 @@ def _prepare(args: argparse.Namespace) -> Any:
         profiles=args.user_profile,
         progress=not args.quiet,
         skip_users=getattr(args, "skip_users", 0),
+        strict=args.strict,
     )
 
 
@@ -157,6 +158,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", dest="model_dir", type=Path, help="local HF encoder folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    p.add_argument(
+        "--strict", action="store_true", help="fail on the first bad data row (default: skip)"
+    )
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:

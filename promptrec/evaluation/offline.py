@@ -64,13 +64,15 @@ def prepare(
     progress: bool = True,
     encoder: TextEncoder | None = None,
     skip_users: int = 0,
+    strict: bool = False,
 ) -> Prepared:
     """Load, split and encode (see the module docstring).
 
     ``skip_users`` drops the first N users (by first interaction), so that ``eval stream
-    --users N`` can replay users the model never saw.
+    --users N`` can replay users the model never saw. ``strict`` makes the first bad data row an
+    error instead of a counted skip.
     """
-    dataset = load_dataset(data, fmt)
+    dataset = load_dataset(data, fmt, strict=strict)
     if skip_users:
         dataset = dataset.without_users(set(dataset.first_users(skip_users)))
     log.info("%s", dataset.summary())
