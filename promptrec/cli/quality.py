@@ -86,6 +86,8 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
         seed=args.seed,
         device=args.device or "auto",
         progress=not args.quiet,
+        negatives=args.negatives,
+        sampler=args.sampler,
     )
     return model, train
 
@@ -176,6 +178,19 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=fraction, default=0.3)
     p.add_argument("--id-dropout", dest="id_dropout", type=fraction, default=0.1)
     p.add_argument("--temperature", type=positive_float, default=0.1)
+    p.add_argument(
+        "--negatives",
+        type=non_negative_int,
+        default=0,
+        help="0: full softmax over all items; N: sampled softmax, N shared negatives per batch "
+        "+ the batch's positives, logQ-corrected",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=["uniform", "pop"],
+        default="uniform",
+        help="proposal of the sampled negatives (with --negatives N)",
+    )
     p.add_argument("--no-ids", dest="no_ids", action="store_true", help="text-only items")
     p.add_argument(
         "--user-profile",
