@@ -138,11 +138,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval_offline(args: argparse.Namespace) -> int:
     from promptrec.evaluation.offline import format_table, run_eval_offline, write_json
 
+    if args.cold_start is not None and args.cold_start <= 0.0:
+        raise _Usage(f"--cold-start {args.cold_start}: the cut quantile must be in (0, 1)")
     prep = _prepare(args)
     model, train = _configs(args)
-    results = run_eval_offline(prep, model, train, args.checkpoint)
+    results = run_eval_offline(prep, model, train, args.checkpoint, args.cold_start)
     write_json(args.out, results)
     print(format_table(results))
+    shot = results["zero_shot_prompt"]
+    print(f"promptrec-zero-shot-prompt: template {shot['template']!r}, recent {shot['recent']}")
+    if "cold_start" in results:
+        cold = results["cold_start"]
+        print(
+            f"\ncold start (cut at quantile {cold['quantile']}: {cold['cold_items']} cold items, "
+            f"{cold['events']} test events):"
+        )
+        print(format_table(cold))
     print(f"wrote {args.out}")
     return 0
 
@@ -230,6 +241,17 @@ def register(sub: Any) -> None:
     _add_common(p)
     _add_model(p)
     p.add_argument("--checkpoint", type=Path, help="evaluate this model instead of training one")
+    p.add_argument(
+        "--cold-start",
+        dest="cold_start",
+        type=fraction,
+        nargs="?",
+        const=0.7,
+        default=None,
+        metavar="QUANTILE",
+        help="also run the strict cold-start protocol: global time cut at this quantile of the "
+        "interaction times (default 0.7); trains one more model on the pre-cut data",
+    )
     p.set_defaults(func=lambda a: _run("eval offline", _cmd_eval_offline, a))
 
     text = "Prequential replay through the real broker and a worker -> results.json."

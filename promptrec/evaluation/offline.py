@@ -3,8 +3,10 @@
 Both load a data set, split it (leave-one-out), encode every item's prompt text once with the
 frozen encoder (cached on disk), then train and/or evaluate. ``eval offline`` reports, on the same
 split: ``promptrec`` (trained here or read from ``--checkpoint``), ``promptrec-id-only`` (the same
-recipe without text), ``promptrec-text-zero-shot`` (frozen encoder, no training), ``pop`` and
-``itemknn``.
+recipe without text), ``promptrec-text-zero-shot`` (frozen encoder, no training, history = mean
+of item vectors), ``promptrec-zero-shot-prompt`` (frozen encoder, no training, history = a user
+prompt naming the recent items' titles), ``pop`` and ``itemknn``; optionally the strict
+cold-start protocol.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from promptrec.encoder.settings import EncoderSettings
 from promptrec.encoder.text_encoder import TextEncoder
 from promptrec.encoder.training import ModelScorer, TrainConfig, config_dict, train_model
 from promptrec.evaluation.baselines import PopScorer, select_itemknn, select_text_zero_shot
+from promptrec.evaluation.cold_start import cold_start_split, run_cold_start
 from promptrec.evaluation.datasets import Dataset, load_dataset
 from promptrec.evaluation.protocol import PROTOCOL, Split, metrics_from_ranks, stage_ranks
 from promptrec.evaluation.report import format_table, intervals, uncertainty_report
 from promptrec.evaluation.texts import item_texts, user_texts
+from promptrec.evaluation.zero_shot import select_history_prompt
 
 __all__ = [
     "Prepared",
@@ -52,6 +56,7 @@ class Prepared:
     profiles: np.ndarray | None  # (n_users, text_dim) encoded user prompts (zero rows: none)
     encoder: TextEncoder
     settings: EncoderSettings
+    cache_dir: Path | None = None  # text-vector cache (user prompts of the zero-shot method)
 
 
 def prepare(
@@ -87,7 +92,7 @@ def prepare(
             split.user_ids, dataset, prompts, settings.user_prompt, settings.max_text_chars
         )
         prof = encode_cached(encoder, utexts, cache_dir, progress)
-    return Prepared(dataset, split, text, prof, encoder, settings)
+    return Prepared(dataset, split, text, prof, encoder, settings, cache_dir)
 
 
 def model_config(prep: Prepared, base: ModelConfig) -> ModelConfig:
@@ -131,14 +136,20 @@ def run_eval_offline(
     base: ModelConfig,
     train: TrainConfig,
     checkpoint: Path | None = None,
+    cold_start: float | None = None,
 ) -> dict[str, Any]:
     """All methods on the test targets of one split; returns the results.json document.
 
     Besides the metrics, the document holds 95 % bootstrap intervals over users
-    (``intervals``), paired tests of ``promptrec`` against every other method (``paired``)
-    and, for the methods trained here, what training did (``training``).
+    (``intervals``), paired tests of ``promptrec`` against every other method (``paired``),
+    for the methods trained here what training did (``training``), the validation grid of the
+    history-prompt zero-shot method (``zero_shot_prompt``) and, with ``cold_start`` (the time
+    cut quantile), the strict cold-start protocol (``cold_start``; it trains its own model on
+    the pre-cut data, even with ``checkpoint``).
     """
     split = prep.split
+    # Built first: a data set without cold test events fails before any training.
+    cold = cold_start_split(prep.dataset, cold_start) if cold_start is not None else None
     ranks: dict[str, np.ndarray] = {}
     training: dict[str, dict[str, Any]] = {}
 
@@ -163,15 +174,50 @@ def run_eval_offline(
         "promptrec-text-zero-shot",
         lambda: stage_ranks(select_text_zero_shot(split, prep.text), split, "test"),
     )
+    zero_shot: dict[str, Any] = {}
+    timed("promptrec-zero-shot-prompt", lambda: _zero_shot_prompt_ranks(prep, zero_shot))
     timed("pop", lambda: stage_ranks(PopScorer(split), split, "test"))
     timed("itemknn", lambda: stage_ranks(select_itemknn(split), split, "test"))
-    order = ["promptrec", "pop", "itemknn", "promptrec-id-only", "promptrec-text-zero-shot"]
-    return {
+    order = [
+        "promptrec",
+        "pop",
+        "itemknn",
+        "promptrec-id-only",
+        "promptrec-text-zero-shot",
+        "promptrec-zero-shot-prompt",
+    ]
+    document = {
         "dataset": prep.dataset.name,
         "protocol": PROTOCOL,
         **uncertainty_report({name: ranks[name] for name in order}, "promptrec"),
         "training": training,
+        "zero_shot_prompt": zero_shot,
     }
+    if cold is not None:
+        t0 = time.perf_counter()
+        config = model_config(prep, base)
+        document["cold_start"] = run_cold_start(cold, prep.text, prep.profiles, config, train)
+        log.info("cold start: %.1f s", time.perf_counter() - t0)
+    return document
+
+
+def _zero_shot_prompt_ranks(prep: Prepared, out: dict[str, Any]) -> np.ndarray:
+    """Test ranks of the history-prompt zero-shot method; its validation grid goes to ``out``."""
+    prompts = PromptTemplates.load(prep.settings.prompts_file)
+    titles = [item.title for item in prep.dataset.items]
+    profiles = [prep.dataset.users.get(user) for user in prep.split.user_ids]
+    scorer, grid = select_history_prompt(
+        prep.split, prep.encoder, prompts, prep.text, titles, profiles, prep.cache_dir
+    )
+    out.update(
+        {
+            "template": scorer.template,
+            "template_text": prompts.template(scorer.template),
+            "recent": scorer.recent,
+            "valid_ndcg10_grid": grid,
+        }
+    )
+    return stage_ranks(scorer, prep.split, "test", batch_size=4096)
 
 
 def _train_ranks(

@@ -177,7 +177,10 @@ def test_train_and_eval_offline_commands(
     results = json.loads(out.read_text())
     assert set(results) == {
         "dataset", "protocol", "methods", "intervals", "paired", "bootstrap", "training",
+        "zero_shot_prompt",
     }  # fmt: skip
+    assert "{history}" in results["zero_shot_prompt"]["template_text"]
+    assert len(results["zero_shot_prompt"]["valid_ndcg10_grid"]) == 6
     assert set(results["training"]) == {"promptrec", "promptrec-id-only"}
     for name, ci in results["intervals"].items():
         lo, hi = ci["NDCG@10"]
@@ -187,6 +190,7 @@ def test_train_and_eval_offline_commands(
     assert all(0 < t["p_value"] <= 1 and len(t["ci95"]) == 2 for t in paired.values())
     assert list(results["methods"]) == [
         "promptrec", "pop", "itemknn", "promptrec-id-only", "promptrec-text-zero-shot",
+        "promptrec-zero-shot-prompt",
     ]  # fmt: skip
     for metrics in results["methods"].values():
         assert set(metrics) == {
@@ -194,6 +198,12 @@ def test_train_and_eval_offline_commands(
         }  # fmt: skip
     printed = capsys.readouterr().out
     assert "promptrec-id-only" in printed and "NDCG@10 95% CI" in printed and "vs pop" in printed
+
+    # Every user's items are seen early: no cold test event, an error before any training.
+    assert main(["eval", "offline", *common, "--out", str(out), "--cold-start", "0.9"]) == 1
+    assert "no interaction after the 0.9 time cut" in capsys.readouterr().err
+    assert main(["eval", "offline", *common, "--out", str(out), "--cold-start", "0"]) == 2
+    assert "must be in (0, 1)" in capsys.readouterr().err
 
     # The checkpoint needs the profiles it was trained with.
     code = main(
