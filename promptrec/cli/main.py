@@ -28,7 +28,7 @@ from pydantic_settings import BaseSettings
 
 from promptrec.cli.argtypes import non_negative_float, non_negative_int, port
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "worker_settings"]
 
 PROG = "promptrec"
 # Record field used as the Kafka key, by logical topic (keys drive partitioning).
@@ -40,8 +40,14 @@ DEFAULT_KEY_FIELDS: dict[str, str] = {
     "recommendation-requests": "user_id",
 }
 _PROGRESS_MIN_LINES = 1000
-# Light modules (no torch/Faust at import) that add subcommands: train/eval, bench.
-_COMMAND_MODULES = ("promptrec.cli.quality", "promptrec.cli.bench")
+# Light modules (no torch/Faust at import) that add subcommands: train/eval, bench, dead-letter,
+# settings.
+_COMMAND_MODULES = (
+    "promptrec.cli.quality",
+    "promptrec.cli.bench",
+    "promptrec.cli.dead_letter",
+    "promptrec.cli.settings_doc",
+)
 
 
 class UsageError(Exception):
@@ -336,13 +342,60 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_worker(args: argparse.Namespace) -> int:
-    stream = _stream_settings(args)  # first: its errors need no torch import
+def _set_overrides(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``--set NAME=VALUE`` pairs by settings class: ``{"StreamSettings": {field: value}}``.
+
+    NAME is a setting's environment variable (``PROMPTREC_ENCODER_BATCH_SIZE``) or, for the
+    worker's own settings, its field name (``batch_size``). Values are parsed by the settings
+    objects exactly like environment values.
+    """
+    # Longest env prefix first: PROMPTREC_ENCODER_X is an encoder setting, not StreamSettings'.
+    classes = sorted(_SETTINGS_MODULES.items(), key=lambda kv: -len(_env_prefix(kv[0])))
+    out: dict[str, dict[str, str]] = {name: {} for name in _SETTINGS_MODULES}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--set wants NAME=VALUE, got {pair!r}")
+        key = name.strip().upper()
+        if not key.startswith("PROMPTREC_"):
+            key = "PROMPTREC_" + key
+        for cls_name, _ in classes:
+            prefix = _env_prefix(cls_name)
+            field = key[len(prefix) :].lower()
+            if key.startswith(prefix) and field in _settings_class(cls_name).model_fields:
+                out[cls_name][field] = value
+                break
+        else:
+            raise UsageError(f"--set {name}: no such setting (see the README's settings tables)")
+    return out
+
+
+def _settings_class(name: str) -> type[BaseSettings]:
+    cls: type[BaseSettings] = getattr(importlib.import_module(_SETTINGS_MODULES[name]), name)
+    return cls
+
+
+def _env_prefix(name: str) -> str:
+    return str(_settings_class(name).model_config.get("env_prefix", ""))
+
+
+def worker_settings(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The worker's (stream, encoder, index) settings: env, then ``--set``, then named flags."""
     from promptrec.encoder.settings import EncoderSettings
     from promptrec.index.settings import IndexSettings
+    from promptrec.streams.settings import StreamSettings
 
-    encoder = EncoderSettings(**_overrides(args, {"model_dir": "model_dir", "device": "device"}))
-    index = IndexSettings(**_overrides(args, {"index_kind": "kind"}))
+    sets = _set_overrides(getattr(args, "set", None) or [])
+    # First: stream settings errors need no torch import.
+    stream = StreamSettings(**{**sets["StreamSettings"], **_overrides(args, _STREAM_OPTIONS)})
+    flags = _overrides(args, {"model_dir": "model_dir", "device": "device"})
+    encoder = EncoderSettings(**{**sets["EncoderSettings"], **flags})
+    index = IndexSettings(**{**sets["IndexSettings"], **_overrides(args, {"index_kind": "kind"})})
+    return stream, encoder, index
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    stream, encoder, index = worker_settings(args)
     from promptrec.streams.worker import run_worker
 
     return int(run_worker(stream, encoder, index))
@@ -406,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", dest="model_dir", type=Path, help="local HF model folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--index-kind", dest="index_kind", choices=["flat", "hnsw"])
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="any setting, e.g. --set PROMPTREC_BATCH_SIZE=128 (repeatable; wins over the env)",
+    )
 
     p = command("demo", _cmd_demo, "Broker + worker + bundled data set, end to end.")
     p.add_argument("--port", type=port, default=None, help="embedded broker port (default free)")

@@ -3,7 +3,8 @@
 Registered by :mod:`promptrec.cli.main`. Torch, the encoder and the broker are imported inside
 the command functions so that ``promptrec --help`` stays fast. Exit codes: 0 success, 1 runtime
 failure (unreadable data, bad checkpoint, broker or worker failure), 2 usage error (a data folder
-or checkpoint that does not exist, an output path that is a folder). Failures print one line.
+or checkpoint that does not exist, an output path that is a folder, ``--plot`` without the
+optional matplotlib). Failures print one line.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from promptrec.cli.argtypes import fraction, non_negative_int, positive_float, p
 __all__ = ["register"]
 
 _FORMATS = ("movielens-100k", "movielens-csv", "jsonl", "amazon")
+_PLOT_HELP = "needs matplotlib: pip install 'promptrec[plot]'"
 
 
 class _Usage(Exception):
@@ -36,6 +38,17 @@ def _check_paths(args: argparse.Namespace) -> None:
     checkpoint = getattr(args, "checkpoint", None)
     if checkpoint is not None and not checkpoint.is_file():
         raise _Usage(f"--checkpoint {checkpoint}: no such file")
+    plot = getattr(args, "plot", None)
+    if plot is not None:
+        if plot.is_dir():
+            raise _Usage(f"--plot {plot} is a folder; give a file name")
+        from promptrec.evaluation.plots import PlotUnavailableError, require_matplotlib
+
+        # Before the evaluation runs: a missing extra should not cost a long run.
+        try:
+            require_matplotlib()
+        except PlotUnavailableError as exc:
+            raise _Usage(str(exc)) from None
 
 
 def _run(command: str, body: Any, args: argparse.Namespace) -> int:
@@ -155,6 +168,11 @@ def _cmd_eval_offline(args: argparse.Namespace) -> int:
         )
         print(format_table(cold))
     print(f"wrote {args.out}")
+    if args.plot is not None:
+        from promptrec.evaluation.plots import plot_offline
+
+        plot_offline(results, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -252,6 +270,7 @@ def register(sub: Any) -> None:
         help="also run the strict cold-start protocol: global time cut at this quantile of the "
         "interaction times (default 0.7); trains one more model on the pre-cut data",
     )
+    p.add_argument("--plot", type=Path, help=f"the table as a bar chart, PNG ({_PLOT_HELP})")
     p.set_defaults(func=lambda a: _run("eval offline", _cmd_eval_offline, a))
 
     text = "Prequential replay through the real broker and a worker -> results.json."
@@ -265,6 +284,6 @@ def register(sub: Any) -> None:
         "--users", type=non_negative_int, default=0, help="only the first N users (0: all)"
     )
     p.add_argument("--windows", type=positive_int, default=10, help="time windows reported")
-    p.add_argument("--plot", type=Path, help="HR@10 over time (needs matplotlib)")
+    p.add_argument("--plot", type=Path, help=f"HR@10 per time window, PNG ({_PLOT_HELP})")
     p.add_argument("--timeout", type=positive_float, default=60.0, help="per-event wait, s")
     p.set_defaults(func=lambda a: _run("eval stream", _cmd_eval_stream, a))

@@ -324,9 +324,12 @@ def run_stream_eval(args: argparse.Namespace) -> int:
         f"{s['promptrec']['HR@10']:.4f} NDCG@10 {s['promptrec']['NDCG@10']:.4f}; recent-pop "
         f"HR@10 {s['recent-pop']['HR@10']:.4f} NDCG@10 {s['recent-pop']['NDCG@10']:.4f}"
     )
-    if args.plot is not None:
-        _plot(stream, args.plot)
     print(f"wrote {args.out}")
+    if args.plot is not None:
+        from promptrec.evaluation.plots import plot_stream
+
+        plot_stream(stream, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -357,25 +360,3 @@ def _attrs(attributes: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = str(value)
     return out
-
-
-def _plot(stream: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"--plot {path}: matplotlib is not installed (pip install matplotlib); no plot")
-        return
-    windows = stream["windows"]
-    xs = list(range(1, len(windows) + 1))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for method in ("promptrec", "recent-pop"):
-        ax.plot(xs, [w.get(method, {}).get("HR@10", float("nan")) for w in windows], label=method)
-    ax.set_xlabel("time window")
-    ax.set_ylabel("HR@10")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    print(f"wrote {path}")

@@ -40,6 +40,7 @@ from promptrec.events.exceptions import InvalidEvent, ReasonCode
 __all__ = [
     "DEFAULT_MAX_TEXT_CHARS",
     "EXAMPLES",
+    "REQUEST_EXAMPLES",
     "TOPIC_MODELS",
     "DeadLetter",
     "FeedbackEvent",
@@ -48,6 +49,7 @@ __all__ = [
     "Limits",
     "Recommendation",
     "RecommendationRequest",
+    "RequestFilter",
     "ScoredItem",
     "UserEvent",
     "decode",
@@ -68,6 +70,9 @@ DEFAULT_MAX_TEXT_CHARS = 4000
 MAX_ID_CHARS = 256
 _MAX_K_WITHOUT_CONTEXT = 1000  # StreamSettings.max_k's upper bound
 _MAX_DETAIL_CHARS = 1000
+_MAX_FILTER_KEYS = 8  # ServingSettings.filter_max_keys' default
+_MAX_FILTER_VALUES = 64
+_MAX_FILTER_EXCLUDES = 1000
 
 
 def now_ms() -> int:
@@ -102,6 +107,30 @@ EpochMs = Annotated[int, BeforeValidator(_to_epoch_ms)]
 FiniteFloat = Annotated[float, Strict(), AllowInfNan(False)]
 AttrValue = Annotated[str, Strict()] | Annotated[int, Strict()] | FiniteFloat | bool | list[str]
 Attributes = dict[str, AttrValue]
+FilterScalar = (
+    Annotated[str, Strict(), StringConstraints(max_length=MAX_ID_CHARS)]
+    | Annotated[int, Strict()]
+    | FiniteFloat
+    | Annotated[bool, Strict()]
+)
+Reason = Literal[
+    "similar to items you interacted with", "popular now", "similar to the requested item"
+]
+
+
+def _omit_none(value: object) -> bool:
+    """``exclude_if`` of optional fields added later: absent, not null, so older output is kept."""
+    return value is None
+
+
+def _omit_empty(value: object) -> bool:
+    """``exclude_if`` of ids that became optional: "" (the default) means absent."""
+    return value == ""
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    """JSON schema of such an id: optional, but "" is not a value to send."""
+    schema.pop("default", None)
 
 
 class _Record(BaseModel):
@@ -182,12 +211,76 @@ class FeedbackEvent(_Record):
         return 1.0 if (self.reward or 0.0) > 0 else 0.0
 
 
+class RequestFilter(_Record):
+    """Attribute conditions of a request: ``{"category": ["books", "music"], "year": 2020}``.
+
+    Each key other than ``exclude_item_ids`` names a catalog attribute and holds one value
+    (equality) or a list (membership); an item passes when every key matches (a list-valued
+    attribute such as ``tags`` matches when any element does). ``exclude_item_ids`` are never
+    returned. Sizes are bounded by ``max_filter_keys``, ``max_filter_values`` and
+    ``max_filter_excludes`` (validation context).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    exclude_item_ids: list[Id] = Field(default_factory=list)
+    __pydantic_extra__: dict[str, FilterScalar | list[FilterScalar]] = Field(init=False)
+
+    @model_validator(mode="after")
+    def _bounded(self, info: ValidationInfo) -> RequestFilter:
+        context = info.context or {}
+        max_keys = context.get("max_filter_keys", _MAX_FILTER_KEYS)
+        max_values = context.get("max_filter_values", _MAX_FILTER_VALUES)
+        max_excludes = context.get("max_filter_excludes", _MAX_FILTER_EXCLUDES)
+        conditions = self.conditions
+        if len(conditions) > max_keys:
+            raise PydanticCustomError(
+                "filter_bounds", "at most {n} attribute keys, got {got}",
+                {"n": max_keys, "got": len(conditions)},
+            )  # fmt: skip
+        for key, values in conditions.items():
+            if not key.strip() or len(key) > MAX_ID_CHARS:
+                raise PydanticCustomError("filter_bounds", "attribute keys must be 1-256 chars")
+            if not 1 <= len(values) <= max_values:
+                raise PydanticCustomError(
+                    "filter_bounds", "key {key!r} needs 1 to {n} values, got {got}",
+                    {"key": key, "n": max_values, "got": len(values)},
+                )  # fmt: skip
+        if len(self.exclude_item_ids) > max_excludes:
+            raise PydanticCustomError(
+                "filter_bounds", "at most {n} exclude_item_ids, got {got}",
+                {"n": max_excludes, "got": len(self.exclude_item_ids)},
+            )  # fmt: skip
+        return self
+
+    @property
+    def conditions(self) -> dict[str, list[str | int | float | bool]]:
+        """``key -> allowed values`` (a single value as a one-element list)."""
+        extra = self.model_extra or {}
+        return {k: list(v) if isinstance(v, list) else [v] for k, v in extra.items()}
+
+
 class RecommendationRequest(_Record):
-    """An explicit ask for recommendations; ``k`` is bounded by ``max_k`` (context)."""
+    """An explicit ask for recommendations; ``k`` is bounded by ``max_k`` (context).
+
+    ``user_id`` asks for the user's recommendations, ``item_id`` for the items most similar to
+    that item (the answer is keyed by ``user_id`` when both are given); at least one is
+    required. ``explain`` adds ``because``/``reason`` to each answered item; ``filter``
+    restricts the answer to catalog items whose attributes match.
+    """
 
     request_id: Id
-    user_id: Id
+    # Absent user_id reads as "" (never a valid id), so code that keys by it still types as str.
+    user_id: Id = Field(
+        default="",
+        exclude_if=_omit_empty,
+        description="Required unless item_id is given.",
+        json_schema_extra=_no_default,
+    )
+    item_id: Id | None = Field(default=None, exclude_if=_omit_none)
     k: Annotated[int, Strict(), Field(ge=1)] | None = None
+    explain: Annotated[bool, Strict()] = Field(default=False, exclude_if=lambda v: v is False)
+    filter: RequestFilter | None = Field(default=None, exclude_if=_omit_none)
     ts: EpochMs
 
     @field_validator("k", mode="after")
@@ -198,19 +291,40 @@ class RecommendationRequest(_Record):
             raise PydanticCustomError("less_than_equal", "k must be <= {max_k}", {"max_k": max_k})
         return value
 
+    @model_validator(mode="after")
+    def _has_subject(self) -> RecommendationRequest:
+        if not self.user_id and self.item_id is None:
+            raise PydanticCustomError("missing_subject", "A request needs a user_id or an item_id")
+        return self
+
 
 class ScoredItem(_Record):
-    """One recommended item with its score."""
+    """One recommended item with its score; ``because``/``reason`` only when explained.
+
+    ``because``: up to 3 item ids of the user's recent history that contributed most (the
+    requested item for similar-item answers); ``reason``: why the item is there.
+    """
 
     item_id: Id
     score: FiniteFloat
+    because: Annotated[list[Id], Field(max_length=3)] | None = Field(
+        default=None, exclude_if=_omit_none
+    )
+    reason: Reason | None = Field(default=None, exclude_if=_omit_none)
 
 
 class Recommendation(_Record):
-    """A ranked list for one user (``recommendations`` topic, keyed by ``user_id``)."""
+    """A ranked list for one user (``recommendations`` topic, keyed by ``user_id``; for an
+    item-only similar-items request by ``item_id``, and ``user_id`` is absent)."""
 
     recommendation_id: Id
-    user_id: Id
+    user_id: Id = Field(
+        default="",
+        exclude_if=_omit_empty,
+        description="Absent in answers to item-only (similar items) requests.",
+        json_schema_extra=_no_default,
+    )
+    item_id: Id | None = Field(default=None, exclude_if=_omit_none)  # similar-item answers
     items: list[ScoredItem]
     model_version: Annotated[int, Strict(), Field(ge=0)]
     source: Literal["interaction", "request"]
@@ -218,6 +332,14 @@ class Recommendation(_Record):
     source_ts: EpochMs
     generated_at: EpochMs
     worker: str
+    experiment: Id | None = Field(default=None, exclude_if=_omit_none)
+    arm: Id | None = Field(default=None, exclude_if=_omit_none)
+
+    @model_validator(mode="after")
+    def _has_subject(self) -> Recommendation:
+        if not self.user_id and self.item_id is None:
+            raise PydanticCustomError("missing_subject", "A recommendation needs a user or item")
+        return self
 
 
 class DeadLetter(_Record):
@@ -316,6 +438,9 @@ class Limits:
         max_k: Largest ``k`` a recommendation request may ask for.
         max_text_chars: Item title and text are cut to this many characters.
         max_item_bytes: Largest raw items/users record; None means ``max_bytes``.
+        max_filter_keys: Most attribute keys in a request's ``filter``.
+        max_filter_values: Most values per filter key.
+        max_filter_excludes: Most ``filter.exclude_item_ids``.
     """
 
     max_bytes: int
@@ -324,6 +449,9 @@ class Limits:
     max_k: int = 100
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
     max_item_bytes: int | None = None
+    max_filter_keys: int = _MAX_FILTER_KEYS
+    max_filter_values: int = _MAX_FILTER_VALUES
+    max_filter_excludes: int = _MAX_FILTER_EXCLUDES
 
     def max_ts(self, now: int | None = None) -> int:
         """Newest accepted event time for wall-clock ``now`` (epoch ms, default: now)."""
@@ -358,19 +486,42 @@ def _decode(model: type[_M], raw: bytes | None, limits: Limits, max_ts: int | No
     if not isinstance(obj, dict):
         raise InvalidEvent(ReasonCode.not_an_object, f"JSON {type(obj).__name__}, not an object")
     _check_values(obj, escapes="\\u" in text)
-    context = {"max_k": limits.max_k, "max_text_chars": limits.max_text_chars}
+    context = {
+        "max_k": limits.max_k,
+        "max_text_chars": limits.max_text_chars,
+        "max_filter_keys": limits.max_filter_keys,
+        "max_filter_values": limits.max_filter_values,
+        "max_filter_excludes": limits.max_filter_excludes,
+    }
     try:
         event = model.model_validate(obj, context=context)
     except ValidationError as exc:
         raise _invalid_from(exc) from None
     ts = getattr(event, "ts", None)
-    if ts is not None and ts < limits.min_ts:
-        raise InvalidEvent(ReasonCode.bad_timestamp, f"ts {ts} older than {limits.min_ts}")
+    if ts is None:
+        return event
     if max_ts is None:
         max_ts = limits.max_ts()
-    if ts is not None and ts > max_ts:
-        raise InvalidEvent(ReasonCode.bad_timestamp, f"ts {ts} later than {max_ts}")
+    if not limits.min_ts <= ts <= max_ts:
+        raise InvalidEvent(ReasonCode.bad_timestamp, _ts_detail(ts, limits.min_ts, max_ts))
     return event
+
+
+def _ts_detail(ts: int, min_ts: int, max_ts: int) -> str:
+    """Why ``ts`` is out of ``[min_ts, max_ts]``, naming the unit mistake when it is one.
+
+    Epoch seconds (and, less often, microseconds) instead of milliseconds is the most common
+    producer mistake; a bare "older than" leaves the user guessing, so say what would fit.
+    """
+    if ts < min_ts and min_ts <= ts * 1000 <= max_ts:
+        return f"ts {ts} looks like epoch seconds; ts must be epoch milliseconds ({ts * 1000})"
+    if ts > max_ts and min_ts <= ts // 1000 <= max_ts:
+        return (
+            f"ts {ts} looks like epoch microseconds; ts must be epoch milliseconds ({ts // 1000})"
+        )
+    if ts < min_ts:
+        return f"ts {ts} older than {min_ts} (ts is epoch milliseconds)"
+    return f"ts {ts} later than {max_ts} (ts is epoch milliseconds)"
 
 
 def _check_values(obj: dict[str, Any], *, escapes: bool) -> None:
@@ -556,3 +707,35 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
 }
 """One valid record per logical topic (README, tests)."""
+
+REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
+    "explained": {"request_id": "req-00002", "user_id": "user-001", "explain": True, "ts": _TS},
+    "similar-items": {"request_id": "req-00003", "item_id": "item-0001", "k": 5, "ts": _TS},
+    "filtered": {
+        "request_id": "req-00004",
+        "user_id": "user-001",
+        "filter": {"category": ["books", "music"], "exclude_item_ids": ["item-0002"]},
+        "ts": _TS,
+    },
+    "explained-answer": {
+        "recommendation_id": "rec-8b1c",
+        "user_id": "user-001",
+        "items": [
+            {
+                "item_id": "item-0017",
+                "score": 0.87,
+                "because": ["item-0001", "item-0009"],
+                "reason": "similar to items you interacted with",
+            },
+            {"item_id": "item-0042", "score": 0.35, "reason": "popular now"},
+        ],
+        "model_version": 3,
+        "source": "request",
+        "source_event_id": "req-00002",
+        "source_ts": _TS,
+        "generated_at": _TS + 9,
+        "worker": "worker-1:4242",
+    },
+}
+"""Request and answer variants of issue 15 (README): decoded by the request/recommendation
+decoders in the tests; :data:`EXAMPLES` keeps one plain record per topic."""

@@ -11,9 +11,11 @@ from promptrec.index.faiss_index import (
     faiss_gpu_count,
     restore_index,
 )
+from promptrec.index.filters import AttributeFilter
 from promptrec.index.settings import IndexSettings
 
 __all__ = [
+    "AttributeFilter",
     "CandidateIndex",
     "CandidateIndexError",
     "DimensionMismatch",

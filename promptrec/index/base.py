@@ -9,27 +9,32 @@ leaves its old label behind as a tombstone, filtered out of searches by a FAISS 
 bitmap, so a catalog update costs one FAISS add instead of a rebuild (an HNSW rebuild takes
 seconds at 20k items and minutes at 1M). FAISS is rebuilt from the rows only when tombstones
 outnumber live labels, or, for adapters whose search cannot filter (GPU), on the next search.
+
+Attribute filters (:class:`~promptrec.index.filters.AttributeFilter`) are answered inside the
+FAISS search, never by fetching more and dropping: the per-value bitmaps of storage rows
+(:class:`~promptrec.index.filters.AttributeBitmaps`, kept in step on upsert and remove) give the
+allowed rows: an exact scan gathers just those rows; an HNSW search gets them as an
+``IDSelectorBitmap`` over its labels.
 """
 
 from __future__ import annotations
 
 import abc
-import json
-import os
-import shutil
-import tempfile
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from promptrec.index.exceptions import DimensionMismatch, SnapshotError
+from promptrec.index.exceptions import DimensionMismatch
+from promptrec.index.filters import AttributeBitmaps, AttributeFilter
+from promptrec.index.kernels import scan_gathered
+from promptrec.index.ranking import cut_hits
 from promptrec.index.settings import IndexSettings
+from promptrec.index.snapshot import SNAPSHOT_FORMAT, read_snapshot, write_snapshot
 
-__all__ = ["SNAPSHOT_FORMAT", "CandidateIndex"]
+__all__ = ["SNAPSHOT_FORMAT", "CandidateIndex", "read_snapshot"]
 
-SNAPSHOT_FORMAT = "promptrec-index-v1"
 _TIE_MARGIN = 8  # extra FAISS hits fetched per query to settle ties at the top-k cut
 
 
@@ -53,6 +58,7 @@ class CandidateIndex(abc.ABC):
         self._ntotal = 0  # labels handed to FAISS
         self._dead = 0  # tombstoned labels among them
         self._dirty = False  # FAISS must be rebuilt from the rows before the next search
+        self._attrs = AttributeBitmaps(self.settings.filter_key_set)
 
     # -- what an adapter provides ------------------------------------------------------------
 
@@ -115,12 +121,22 @@ class CandidateIndex(abc.ABC):
         return self._tags.get(item_id)
 
     def upsert_many(
-        self, ids: Sequence[str], vectors: np.ndarray, tags: Sequence[str] | None = None
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        tags: Sequence[str] | None = None,
+        attributes: Sequence[Mapping[str, object]] | None = None,
     ) -> None:
-        """Insert or replace items; within one call the last occurrence of an id wins."""
+        """Insert or replace items; within one call the last occurrence of an id wins.
+
+        ``attributes`` (the catalog's, one mapping per id) feed attribute filters; None keeps a
+        replaced item's attributes (a new item has none).
+        """
         vectors = self._check(vectors, len(ids), "vectors")
         if tags is not None and len(tags) != len(ids):
             raise ValueError(f"{len(tags)} tags for {len(ids)} ids")
+        if attributes is not None and len(attributes) != len(ids):
+            raise ValueError(f"{len(attributes)} attribute mappings for {len(ids)} ids")
         new = sum(1 for i in set(ids) if i not in self._rows)
         self._grow(len(self._ids) + new)  # once per call, not per item
         changed: dict[int, None] = {}  # rows whose vector changed, in order, once each
@@ -130,6 +146,9 @@ class CandidateIndex(abc.ABC):
                 row = len(self._ids)
                 self._ids.append(item_id)
                 self._rows[item_id] = row
+                self._attrs.append_row()
+            if attributes is not None:
+                self._attrs.set_row(row, attributes[i])
             self._vecs[row] = vectors[i]
             changed[row] = None
             if tags is not None:
@@ -138,6 +157,41 @@ class CandidateIndex(abc.ABC):
                 self._tags.pop(item_id, None)
         if changed and not self.searches_storage:
             self._append_labels(np.fromiter(changed, dtype=np.int64, count=len(changed)))
+
+    def set_attributes_many(
+        self, ids: Sequence[str], attributes: Sequence[Mapping[str, object]]
+    ) -> int:
+        """Replace the attributes of known items (vectors untouched); returns how many were known.
+
+        Cheap when nothing changed (one set comparison per item), so it can run for every
+        catalog record, including those whose text (and so vector) did not change.
+        """
+        if len(attributes) != len(ids):
+            raise ValueError(f"{len(attributes)} attribute mappings for {len(ids)} ids")
+        known = 0
+        for item_id, attrs in zip(ids, attributes, strict=True):
+            row = self._rows.get(item_id)
+            if row is not None:
+                self._attrs.set_row(row, attrs)
+                known += 1
+        return known
+
+    def attributes_of(self, item_id: str) -> dict[str, list[Any]]:
+        """The filterable attributes of an item, ``key -> sorted values`` ({} when unknown)."""
+        row = self._rows.get(item_id)
+        if row is None:
+            return {}
+        out: dict[str, list[Any]] = {}
+        for key, (_kind, value) in self._attrs.pairs_at(row):
+            out.setdefault(key, []).append(value)
+        return {key: sorted(values, key=repr) for key, values in sorted(out.items())}
+
+    def matches(self, item_id: str, condition: AttributeFilter | None) -> bool:
+        """Whether the index holds the item and it passes the filter (None: any known item)."""
+        row = self._rows.get(item_id)
+        if row is None:
+            return False
+        return condition is None or condition.matches(item_id, self._attrs.pairs_at(row))
 
     def remove_many(self, ids: Sequence[str]) -> int:
         """Remove items; unknown ids are ignored. Returns how many were removed."""
@@ -148,6 +202,7 @@ class CandidateIndex(abc.ABC):
                 continue
             self._tags.pop(item_id, None)
             self._kill(int(self._row_label[row]))
+            self._attrs.remove_row(row)  # moves the last row's postings into the hole too
             last = len(self._ids) - 1
             if row != last:
                 # Keep rows dense: the last row (and its FAISS label) moves into the hole.
@@ -194,8 +249,13 @@ class CandidateIndex(abc.ABC):
         queries: np.ndarray,
         k: int,
         exclude: Sequence[Collection[str]] | None = None,
+        filters: Sequence[AttributeFilter | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k per query as arrays, best first, excluded ids never returned.
+
+        ``filters[i]`` (None: no filter) restricts query ``i`` to the items that pass it; the
+        search itself skips the others, so a filter that leaves fewer than k items returns fewer
+        hits. Queries with equal filters share one FAISS call.
 
         Ties at equal score are ordered by item id, so every replica of a catalog returns the
         same items whatever order it indexed them in.
@@ -208,6 +268,8 @@ class CandidateIndex(abc.ABC):
         b = queries.shape[0]
         if exclude is not None and len(exclude) != b:
             raise ValueError(f"{len(exclude)} exclusion sets for {b} queries")
+        if filters is not None and len(filters) != b:
+            raise ValueError(f"{len(filters)} filters for {b} queries")
         n = len(self._ids)
         width = max(0, min(k, n))
         if b == 0 or width == 0:
@@ -216,49 +278,90 @@ class CandidateIndex(abc.ABC):
         # (b, m) storage rows to exclude, padded with -2 (matches no row, not even a missing hit).
         lens = np.fromiter((len(e) for e in exclude), np.int64, b) if exclude else np.zeros(b, int)
         m = int(lens.max())
+        excluded = np.full((b, m), -2, dtype=np.int64)
         if m:
-            excluded = np.full((b, m), -2, dtype=np.int64)
             excluded[np.arange(m)[None, :] < lens[:, None]] = self.rows_of(
                 item for ex in exclude or () for item in ex
             )
-        live = self._live if self._dead else None
         # A few spare hits, so that equal scores at the cut are decided by id below, not by
         # where FAISS happened to store the vectors (the same after a snapshot round trip).
-        scores, labels = self._search_backend(queries, min(k + m + _TIE_MARGIN, n), live)
-        if self.searches_storage:
-            rows = labels  # (b, kk) storage rows, -1 where missing
+        kk = min(k + m + _TIE_MARGIN, n)
+        if filters is None or all(f is None for f in filters):
+            scores, rows = self._search_all(queries, kk)
         else:
-            rows = np.where(labels >= 0, self._label_row[np.maximum(labels, 0)], -1)
-        valid = rows >= 0
-        if m:
-            valid &= ~(rows[:, :, None] == excluded[:, None, :]).any(axis=2)
-        # Valid hits first, in FAISS order (a stable sort of the invalid flags), then the cut.
-        order = np.argsort(~valid, axis=1, kind="stable")[:, :width]
-        keep = np.take_along_axis(valid, order, axis=1)
-        out_rows = np.where(keep, np.take_along_axis(rows, order, axis=1), -1)
-        out_scores = np.where(keep, np.take_along_axis(scores, order, axis=1), -np.inf)
-        tied = ((np.diff(scores, axis=1) == 0) & (labels[:, 1:] >= 0)).any(axis=1)
-        ids = self._ids
-        for q in np.flatnonzero(tied).tolist():
-            # Rare: collect every valid hit, order by (score desc, id), then cut.
-            hits = sorted(
-                zip(scores[q][valid[q]].tolist(), rows[q][valid[q]].tolist(), strict=True),
-                key=lambda h: (-h[0], ids[h[1]]),
-            )[:width]
-            out_rows[q] = -1
-            out_scores[q] = -np.inf
-            if hits:
-                out_scores[q, : len(hits)], out_rows[q, : len(hits)] = zip(*hits, strict=True)
-        return out_scores.astype(np.float32, copy=False), out_rows
+            scores = np.full((b, kk), -np.inf, dtype=np.float32)
+            rows = np.full((b, kk), -1, dtype=np.int64)
+            groups: dict[AttributeFilter | None, list[int]] = {}
+            for i, f in enumerate(filters):
+                groups.setdefault(f, []).append(i)
+            for f, members in groups.items():
+                if f is None:
+                    s, r = self._search_all(queries[members], kk)
+                else:
+                    s, r = self._search_filtered(queries[members], kk, f)
+                scores[members, : s.shape[1]] = s
+                rows[members, : r.shape[1]] = r
+        return cut_hits(self._ids, scores, rows, excluded, width)
+
+    def _search_all(self, queries: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        """Unfiltered backend search: (scores, storage rows), rows -1 where missing."""
+        live = self._live if self._dead else None
+        scores, labels = self._search_backend(queries, kk, live)
+        return scores, self._rows_of_labels(labels)
+
+    def _rows_of_labels(self, labels: np.ndarray) -> np.ndarray:
+        if self.searches_storage:
+            return labels  # storage rows already, -1 where missing
+        return np.where(labels >= 0, self._label_row[np.maximum(labels, 0)], -1)
+
+    def _search_filtered(
+        self, queries: np.ndarray, kk: int, condition: AttributeFilter
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search restricted to the rows that pass ``condition``, by an IDSelector bitmap."""
+        n = len(self._ids)
+        allowed = self._attrs.allowed(condition, n)  # (n,) bool over storage rows
+        if condition.exclude_ids:
+            out = self.rows_of(condition.exclude_ids)
+            allowed[out[out >= 0]] = False
+        count = int(allowed.sum())
+        b = queries.shape[0]
+        if count == 0:
+            return np.full((b, 0), -np.inf, np.float32), np.full((b, 0), -1, np.int64)
+        kk = min(kk, count)
+        exact = (
+            self.searches_storage
+            or not self.filters_labels
+            or count <= self.settings.filter_exact_rows
+        )
+        if exact:
+            return self._scan_allowed(queries, kk, allowed)
+        label_rows = self._label_row[: self._ntotal]  # dead labels map to -1
+        label_ok = (label_rows >= 0) & allowed[np.maximum(label_rows, 0)]
+        label_bits = np.packbits(label_ok, bitorder="little")
+        scores, labels = self._search_backend(queries, kk, label_bits)
+        rows = self._rows_of_labels(labels)
+        short = np.flatnonzero((rows >= 0).sum(axis=1) < kk)
+        if short.size:
+            # A graph search can run out of allowed nodes before k (very selective filters):
+            # those queries get the exact answer instead of a short one.
+            scores[short], rows[short] = self._scan_allowed(queries[short], kk, allowed)
+        return scores, rows
+
+    def _scan_allowed(
+        self, queries: np.ndarray, kk: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-kk over the allowed storage rows only (gathered, one BLAS scan)."""
+        return scan_gathered(queries, self._vecs[: len(self._ids)], kk, allowed)
 
     def search_many(
         self,
         queries: np.ndarray,
         k: int,
         exclude: Sequence[Collection[str]] | None = None,
+        filters: Sequence[AttributeFilter | None] | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Top-k ``(item_id, score)`` per query, best first, excluded ids never returned."""
-        scores, rows = self.search_rows(queries, k, exclude)  # k <= 0: (b, 0) arrays
+        scores, rows = self.search_rows(queries, k, exclude, filters)  # k <= 0: (b, 0) arrays
         ids = self._ids
         return [
             [(ids[r], s) for s, r in zip(srow, rrow, strict=True) if r >= 0]
@@ -267,34 +370,20 @@ class CandidateIndex(abc.ABC):
 
     def snapshot(self, path: Path) -> None:
         """Write ``vectors.npy`` + ``meta.json`` to ``path`` atomically (temp dir, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
         n = len(self._ids)
         labels = self._row_label[:n]
         # Rows in FAISS label order: a restored index (labels 0..n-1 in file order) then breaks
         # score ties exactly like this one.
         order = np.argsort(labels, kind="stable") if n and labels.min() >= 0 else np.arange(n)
         ids = [self._ids[r] for r in order.tolist()]
-        try:
-            np.save(tmp / "vectors.npy", self._vecs[order], allow_pickle=False)
-            meta = {
-                "format": SNAPSHOT_FORMAT,
-                "kind": self.kind,
-                "dim": self._dim,
-                "ids": ids,
-                "tags": [self._tags.get(i) for i in ids],
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta))
-            old = path.with_name(f".{path.name}.old")
-            if path.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise SnapshotError(f"cannot write snapshot {path}: {exc}") from exc
+        write_snapshot(
+            Path(path),
+            self.kind,
+            self._vecs[order].reshape(n, self._dim),
+            ids,
+            [self._tags.get(i) for i in ids],
+            [self.attributes_of(i) for i in ids],
+        )
 
     @classmethod
     def restore(cls, path: Path, settings: IndexSettings | None = None) -> CandidateIndex:
@@ -302,7 +391,7 @@ class CandidateIndex(abc.ABC):
         meta, vectors = read_snapshot(Path(path))
         index = cls(int(meta["dim"]), settings)
         tags = meta["tags"]
-        index.upsert_many(meta["ids"], vectors, None)
+        index.upsert_many(meta["ids"], vectors, None, meta.get("attributes"))
         index._tags = {i: t for i, t in zip(meta["ids"], tags, strict=True) if t is not None}
         return index
 
@@ -328,6 +417,7 @@ class CandidateIndex(abc.ABC):
             row_label = np.full(size, -1, dtype=np.int64)
             row_label[: len(self._ids)] = self._row_label[: len(self._ids)]
             self._row_label = row_label
+            self._attrs.grow(size)
 
     def _kill(self, label: int) -> None:
         """Tombstone a FAISS label (or schedule a rebuild when searches cannot filter)."""
@@ -386,22 +476,3 @@ class CandidateIndex(abc.ABC):
         self._dirty = False
         if n:
             self._append_labels(np.arange(n, dtype=np.int64))
-
-
-def read_snapshot(path: Path) -> tuple[dict[str, Any], np.ndarray]:
-    """Load and validate a snapshot folder: (meta, (n, dim) float32 vectors)."""
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-        vectors = np.load(path / "vectors.npy", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SnapshotError(f"cannot read snapshot {path}: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != SNAPSHOT_FORMAT:
-        raise SnapshotError(f"{path} is not a {SNAPSHOT_FORMAT} snapshot")
-    ids, tags, dim = meta.get("ids"), meta.get("tags"), meta.get("dim")
-    if not isinstance(ids, list) or not isinstance(tags, list) or len(ids) != len(tags):
-        raise SnapshotError(f"{path}: ids/tags missing or of different lengths")
-    if len(set(ids)) != len(ids):
-        raise SnapshotError(f"{path}: duplicate ids")
-    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape != (len(ids), dim):
-        raise SnapshotError(f"{path}: vectors {vectors.shape} do not match {len(ids)} ids x {dim}")
-    return meta, vectors

@@ -5,11 +5,12 @@ Both endpoints are served by the metrics HTTP server, on the same port as ``/met
 
 - ``GET /healthz`` (liveness): 200 while the worker's asyncio loop keeps ticking (a 1 s Faust
   timer beats; no beat for ``PROMPTREC_LIVENESS_TIMEOUT_S`` means a stuck loop), else 503.
-- ``GET /readyz`` (readiness): 200 once the catalog replay has caught up, every agent runs, the
-  worker has joined its consumer group and is not rebalancing, and the loop is live; else 503.
+- ``GET /readyz`` (readiness): 200 once the catalog and model-updates replays have caught up
+  (the agents serve), every agent runs, the worker has joined its consumer group and is not
+  rebalancing, and the loop is live; else 503.
 
-Both answer a small JSON document with each check, e.g.
-``{"status": "ok", "checks": {"catalog": true, "agents": true, "group": true, "loop": true}}``.
+Both answer a small JSON document with each check, e.g. ``{"status": "ok", "checks":
+{"catalog": true, "model": true, "agents": true, "group": true, "loop": true}}``.
 """
 
 from __future__ import annotations

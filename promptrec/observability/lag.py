@@ -56,12 +56,17 @@ class LagPoller:
         *,
         admin_factory: Callable[[], Any],
         interval_s: float = 15.0,
+        end_offsets: Callable[[list[TopicPartition]], Mapping[TopicPartition, int]] | None = None,
     ) -> None:
         """``logical`` maps full topic names to the logical names used as label values.
 
         ``admin_factory`` returns a kafka-python ``KafkaAdminClient`` (the worker passes the
-        one client factory of :mod:`promptrec.streams.clients`).
+        one client factory of :mod:`promptrec.streams.clients`). ``end_offsets`` reads the
+        partitions' end offsets; by default ListOffsets "latest" through the admin client. The
+        worker passes the Fetch high watermarks instead (:func:`promptrec.streams.offsets.
+        high_watermarks`): the embedded broker's ListOffsets counts batches, not records.
         """
+        self._end_offsets = end_offsets
         self.interval_s = interval_s
         self.metrics = metrics
         self.group = group
@@ -81,10 +86,11 @@ class LagPoller:
         if self._admin is None:
             self._admin = self._admin_factory()
         admin = self._admin
-        end = {
-            tp: int(o.offset)
-            for tp, o in admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.LATEST)).items()
-        }
+        if self._end_offsets is not None:
+            end = {tp: int(o) for tp, o in self._end_offsets(tps).items()}
+        else:
+            latest = admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.LATEST))
+            end = {tp: int(o.offset) for tp, o in latest.items()}
         committed_raw = admin.list_group_offsets({self.group: tps}).get(self.group, {})
         committed = {tp: int(meta.offset) for tp, meta in committed_raw.items()}
         earliest: dict[TopicPartition, int] = {}

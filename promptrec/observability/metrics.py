@@ -51,8 +51,9 @@ OUTCOMES = ("ok", "dead_letter", "skipped")
 # "score" the head forward, "publish" the producer sends, "learn" one online-learning step,
 # "sync" publishing this worker's head update to the model-updates topic.
 STAGES = ("decode", "user", "search", "score", "publish", "catalog", "learn", "sync")
-# Stages whose failures are retried (promptrec_stage_retries_total{stage}).
-RETRY_STAGES = ("encode", "recommend", "learn", "sync", "checkpoint")
+# Stages whose failures are retried (promptrec_stage_retries_total{stage}); "publish" counts the
+# producer's re-sends of recommendations.
+RETRY_STAGES = ("encode", "recommend", "learn", "sync", "checkpoint", "publish")
 AGENTS = ("catalog", "recommend", "feedback")
 SOURCES = ("interaction", "request")
 STRATEGIES = ("model", "popular")
@@ -201,6 +202,12 @@ class Metrics:
         self.retries = Counter(
             "promptrec_stage_retries", "Retried batch failures, by stage.", ["stage"], registry=r
         )
+        self.popularity_clicks = Gauge(
+            "promptrec_popularity_clicks",
+            "Interactions counted by the recent-popularity fallback since start "
+            "(each accepted click once; a failed batch counts none).",
+            registry=r,
+        )
         self.redeliveries = Counter(
             "promptrec_redeliveries",
             "Interactions read again after a crash or rebalance (already applied; re-answered).",
@@ -235,6 +242,13 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.partition_stalls = Counter(
+            "promptrec_partition_stalls",
+            "Input partitions found stalled (behind the fetch high watermark, fetched, position "
+            "not moving for PROMPTREC_STALL_TIMEOUT_S) and then recovered by the watchdog.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.lag_polls = Counter(
             "promptrec_consumer_lag_polls",
             "Consumer-lag polls, by result (ok/error).",
@@ -243,7 +257,8 @@ class Metrics:
         )
         self.ready = Gauge(
             "promptrec_ready",
-            "1 while the worker is ready (catalog replayed, agents running, not rebalancing).",
+            "1 while the worker is ready (catalog and model replayed, agents running, not "
+            "rebalancing).",
             registry=r,
         )
         self.info = Info("promptrec_worker", "Static facts about the worker.", registry=r)

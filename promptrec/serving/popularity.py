@@ -20,10 +20,12 @@ class RecentPopularity:
         self._counts: dict[str, float] = {}
         self._max_items = max_items
         self._ranked: list[tuple[str, float]] | None = None
+        self.clicks = 0  # interactions counted since start (each accepted click exactly once)
 
     def add_many(self, item_ids: Iterable[str]) -> None:
         """Count interactions, in event order."""
         for item_id in item_ids:
+            self.clicks += 1
             self._weight *= self._growth
             self._counts[item_id] = self._counts.get(item_id, 0.0) + self._weight
         if self._weight > 1e100:

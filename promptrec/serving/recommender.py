@@ -1,7 +1,9 @@
 """Recommendation for a micro-batch: user vectors -> one FAISS search -> one head forward -> top-K.
 
 Plain synchronous code, called on the engine thread; the Faust agent only decodes, keeps the
-history table and publishes.
+history table and publishes. A query may also name a seed item (similar items, one more search),
+carry an attribute filter (applied inside the search) and ask for explanations (one matmul per
+explained query, nothing for the others).
 """
 
 from __future__ import annotations
@@ -9,22 +11,35 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
+from promptrec.events.exceptions import InvalidEvent
+from promptrec.index import AttributeFilter
 from promptrec.serving.engine import Engine
+from promptrec.serving.explain import (
+    POPULAR_REASON,
+    SIMILAR_REASON,
+    Explanation,
+    explain_model,
+)
+from promptrec.serving.similar import similar_many
 
 __all__ = ["Query", "RecommendBatch", "Recommender"]
 
 
 @dataclass(frozen=True)
 class Query:
-    """One user to recommend for."""
+    """One user (or, with ``item_id``, one seed item) to recommend for."""
 
-    user_id: str
+    user_id: str  # "" for a similar-items query without a user
     recent: Sequence[str]  # item ids, oldest first
     exclude: frozenset[str]  # items the user already interacted with
     k: int
+    item_id: str | None = None  # similar items to this one instead of the user's
+    filter: AttributeFilter | None = None  # only items that pass it are returned
+    explain: bool = False  # add an Explanation per returned item
 
 
 @dataclass
@@ -32,9 +47,13 @@ class RecommendBatch:
     """Results of :meth:`Recommender.recommend_many`, aligned with the queries."""
 
     items: list[list[tuple[str, float]]]
-    strategies: list[str]  # "model" or "popular" (no user signal yet)
+    strategies: list[str]  # "model", "popular" (no user signal yet) or "similar" (item_id)
     users: np.ndarray  # (batch, dim) float32 user vectors; zero rows for no signal
     timings: dict[str, float] = field(default_factory=dict)
+    # Per query: one Explanation per returned item when the query asked, else None.
+    explanations: list[list[Explanation] | None] = field(default_factory=list)
+    # Queries that cannot be answered (a similar-items seed not in the catalog): dead-letter them.
+    rejected: dict[int, InvalidEvent] = field(default_factory=dict)
 
 
 class Recommender:
@@ -68,11 +87,17 @@ class Recommender:
         engine = self.engine
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        # Similar-item queries take no user signal: no profile, no history.
         users, has_signal = self.user_vectors(
-            [q.user_id for q in queries], [q.recent for q in queries]
+            [q.user_id if q.item_id is None else "" for q in queries],
+            [q.recent if q.item_id is None else () for q in queries],
         )
         results: list[list[tuple[str, float]]] = [[] for _ in queries]
-        strategies = ["model" if s else "popular" for s in has_signal]
+        seeded = np.array([q.item_id is not None for q in queries], dtype=bool)
+        strategies = [
+            "similar" if seed else "model" if s else "popular"
+            for s, seed in zip(has_signal.tolist(), seeded.tolist(), strict=True)
+        ]
         t1 = time.perf_counter()
         timings["user"] = t1 - t0
 
@@ -83,15 +108,68 @@ class Recommender:
                 users[model_rows],
                 engine.serving.candidates,
                 exclude=[queries[int(i)].exclude for i in model_rows],
+                filters=[queries[int(i)].filter for i in model_rows],
             )
             t2 = time.perf_counter()
             timings["search"] = t2 - t1
             self._rank(queries, model_rows, users, candidates, results)
             timings["score"] = time.perf_counter() - t2
-        known = engine.index.__contains__
-        for i in map(int, np.flatnonzero(~has_signal)):
-            results[i] = engine.popularity.top(queries[i].k, queries[i].exclude, known)
-        return RecommendBatch(results, strategies, users, timings)
+        matches = engine.index.matches
+        for i in map(int, np.flatnonzero(~has_signal & ~seeded)):
+            q = queries[i]
+            passes = partial(matches, condition=q.filter)
+            results[i] = engine.popularity.top(q.k, q.exclude, passes)
+        rejected: dict[int, InvalidEvent] = {}
+        seeds = np.flatnonzero(seeded).tolist()
+        if seeds:
+            t3 = time.perf_counter()
+            found, missing = similar_many(
+                engine.index,
+                [queries[i].item_id or "" for i in seeds],
+                [queries[i].k for i in seeds],
+                [queries[i].filter for i in seeds],
+                [queries[i].exclude for i in seeds],
+            )
+            for j, i in enumerate(seeds):
+                results[i] = found[j]
+            rejected = {seeds[j]: err for j, err in missing.items()}
+            timings["similar"] = time.perf_counter() - t3
+        batch = RecommendBatch(results, strategies, users, timings, rejected=rejected)
+        batch.explanations = self._explain(queries, batch)
+        return batch
+
+    def _explain(
+        self, queries: Sequence[Query], batch: RecommendBatch
+    ) -> list[list[Explanation] | None]:
+        """Explanations of the queries that asked; one batched lookup, one matmul per query."""
+        out: list[list[Explanation] | None] = [None] * len(queries)
+        asked = [i for i, q in enumerate(queries) if q.explain]
+        if not asked:
+            return out  # the default path pays nothing
+        t0 = time.perf_counter()
+        index = self.engine.index
+        model = [i for i in asked if batch.strategies[i] == "model"]
+        wanted = sorted(
+            {item for i in model for item in queries[i].recent}
+            | {item for i in model for item, _ in batch.items[i]}
+        )
+        vectors, found = index.get_many(wanted)  # (n, dim), (n,)
+        row = {item: j for j, item in enumerate(wanted) if found[j]}
+        for i in asked:
+            q, items = queries[i], batch.items[i]
+            if batch.strategies[i] == "similar":
+                out[i] = [Explanation(SIMILAR_REASON, (q.item_id or "",))] * len(items)
+            elif batch.strategies[i] == "popular":
+                out[i] = [Explanation(POPULAR_REASON)] * len(items)
+            else:
+                recent = [item for item in q.recent if item in row]
+                out[i] = explain_model(
+                    recent,
+                    vectors[[row[item] for item in recent]],
+                    vectors[[row[item] for item, _ in items]],
+                )
+        batch.timings["explain"] = time.perf_counter() - t0
+        return out
 
     def _rank(
         self,

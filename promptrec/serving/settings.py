@@ -35,8 +35,32 @@ class ServingSettings(BaseSettings):
     checkpoint_interval_s: float = Field(
         default=30.0, gt=0, description="Seconds between index snapshots and head checkpoints."
     )
+    experiments_file: Path | None = Field(
+        default=None,
+        description=(
+            "JSON file of an A/B experiment (arms with weights, prompts, checkpoint); "
+            "unset: one arm, default."
+        ),
+    )
+    filter_max_keys: int = Field(
+        default=8, ge=1, le=64, description="Most attribute keys in a request's filter."
+    )
+    filter_max_values: int = Field(
+        default=64, ge=1, le=10000, description="Most values per key in a request's filter."
+    )
+    filter_max_excludes: int = Field(
+        default=1000, ge=0, le=100000, description="Most exclude_item_ids in a request's filter."
+    )
     model_sync_interval_s: float = Field(
         default=1.0,
         gt=0,
         description="Seconds between publications of this worker's head updates (model-updates).",
     )
+
+    def filter_limits(self) -> dict[str, int]:
+        """The filter bounds as :class:`~promptrec.events.schemas.Limits` keyword arguments."""
+        return {
+            "max_filter_keys": self.filter_max_keys,
+            "max_filter_values": self.filter_max_values,
+            "max_filter_excludes": self.filter_max_excludes,
+        }

@@ -7,7 +7,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from promptrec.streams.clients import faust_credentials
+from promptrec.streams.clients import faust_app_options
 from promptrec.streams.settings import StreamSettings
 
 __all__ = ["make_app", "set_fetch_max_wait"]
@@ -40,8 +40,8 @@ def make_app(settings: StreamSettings) -> faust.App:
     set_fetch_max_wait(settings.fetch_max_wait_ms)
     return faust.App(
         settings.effective_app_id,
-        broker=settings.faust_broker,
-        broker_credentials=faust_credentials(settings),
+        # Broker, credentials, group timeouts, producer: the one client factory decides them.
+        **faust_app_options(settings),
         store="memory://",
         # Table changelogs: user ids as JSON strings come back as str after recovery.
         key_serializer="json",
@@ -50,15 +50,6 @@ def make_app(settings: StreamSettings) -> faust.App:
         web_enabled=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
-        # Short group timeouts: the embedded broker holds joins for the whole rebalance timeout.
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.heartbeat_interval_s,
-        broker_rebalance_timeout=settings.rebalance_timeout_s,
-        consumer_auto_offset_reset="earliest",
-        consumer_max_fetch_size=4 * 1024 * 1024,
-        producer_acks=-1,
-        producer_linger=0.001,
-        producer_max_batch_size=settings.producer_batch_bytes,
         stream_wait_empty=False,
         datadir=str(settings.state_dir / "faust"),
         logging_config=None,

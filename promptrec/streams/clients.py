@@ -1,7 +1,8 @@
 """Kafka client factories: every producer, consumer and admin client of the project comes from here.
 
-Centralising construction means the security settings (SASL, SSL) of ``StreamSettings`` reach
-every connection, for kafka-python clients and for Faust alike.
+Centralising construction means the security settings (SASL, SSL) of ``StreamSettings`` and their
+checks reach every connection: kafka-python clients (admin, tools, tests), aiokafka clients (the
+topic followers, the recommendations publisher) and the Faust app alike.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from promptrec.streams.exceptions import BrokerError, ConfigError
 from promptrec.streams.settings import StreamSettings
 
 if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from faust.types.auth import CredentialsT
 
 __all__ = [
+    "aiokafka_config",
+    "faust_app_options",
     "faust_credentials",
     "kafka_client_config",
     "make_admin",
+    "make_aio_consumer",
+    "make_aio_producer",
     "make_consumer",
     "make_producer",
 ]
@@ -60,12 +66,8 @@ def kafka_client_config(settings: StreamSettings) -> dict[str, Any]:
         ConfigError: The broker setting names no server, or SASL/SSL settings are incomplete.
     """
     _check_security(settings)
-    try:
-        servers = settings.bootstrap_servers
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
     config: dict[str, Any] = {
-        "bootstrap_servers": servers,
+        "bootstrap_servers": _servers(settings),
         "client_id": settings.effective_app_id,
         "security_protocol": settings.security_protocol,
     }
@@ -77,6 +79,13 @@ def kafka_client_config(settings: StreamSettings) -> dict[str, Any]:
     if settings.security_protocol in _SSL_PROTOCOLS and settings.ssl_cafile is not None:
         config["ssl_cafile"] = str(settings.ssl_cafile)
     return config
+
+
+def _servers(settings: StreamSettings) -> list[str]:
+    try:
+        return settings.bootstrap_servers
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _ssl_context(settings: StreamSettings) -> ssl.SSLContext:
@@ -184,3 +193,88 @@ def make_admin(settings: StreamSettings, **overrides: Any) -> KafkaAdminClient:
     options: dict[str, Any] = {**kafka_client_config(settings), **overrides}
     admin: KafkaAdminClient = _build(KafkaAdminClient, "admin client", settings, options)
     return admin
+
+
+def aiokafka_config(settings: StreamSettings) -> dict[str, Any]:
+    """Connection and security options for any aiokafka client (the same checks as
+    :func:`kafka_client_config`; aiokafka takes an ``ssl_context`` instead of a CA file).
+
+    Raises:
+        ConfigError: The broker setting names no server, SASL/SSL settings are incomplete or the
+            CA file cannot be loaded.
+    """
+    _check_security(settings)
+    protocol = settings.security_protocol
+    config: dict[str, Any] = {
+        "bootstrap_servers": _servers(settings),
+        "security_protocol": protocol,
+    }
+    if protocol in _SSL_PROTOCOLS:
+        config["ssl_context"] = _ssl_context(settings)
+    if protocol in _SASL_PROTOCOLS:
+        assert settings.sasl_password is not None  # checked by _check_security
+        config["sasl_mechanism"] = settings.sasl_mechanism
+        config["sasl_plain_username"] = settings.sasl_username
+        config["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    return config
+
+
+def make_aio_producer(settings: StreamSettings, **overrides: Any) -> AIOKafkaProducer:
+    """An aiokafka producer (not started), ``acks="all"``; ``overrides`` win.
+
+    Raises:
+        ConfigError: Invalid security settings.
+    """
+    from aiokafka import AIOKafkaProducer  # local: only the worker needs aiokafka
+
+    options: dict[str, Any] = {
+        "client_id": f"{settings.effective_app_id}-publisher",
+        "acks": "all",
+        **aiokafka_config(settings),
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_aio_consumer(settings: StreamSettings, name: str, **overrides: Any) -> AIOKafkaConsumer:
+    """A standalone aiokafka consumer (no group, no commits; not started) named ``name``.
+
+    Raises:
+        ConfigError: Invalid security settings.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    options: dict[str, Any] = {
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "client_id": f"{settings.effective_app_id}-{name}",
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        # A single record may be as large as the biggest accepted input plus framing; bigger
+        # ones still arrive (the broker returns at least one batch).
+        "max_partition_fetch_bytes": max(1 << 20, settings.max_event_bytes * 2),
+        **aiokafka_config(settings),
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(**options)
+
+
+def faust_app_options(settings: StreamSettings) -> dict[str, Any]:
+    """The broker, security, group and producer options of the worker's Faust app.
+
+    Raises:
+        ConfigError: The broker setting names no server, or invalid security settings.
+    """
+    return {
+        "broker": ";".join(f"kafka://{s}" for s in _servers(settings)),
+        "broker_credentials": faust_credentials(settings),
+        # Short group timeouts: the embedded broker holds joins for the whole rebalance timeout.
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.heartbeat_interval_s,
+        "broker_rebalance_timeout": settings.rebalance_timeout_s,
+        "consumer_auto_offset_reset": "earliest",
+        "consumer_max_fetch_size": 4 * 1024 * 1024,
+        "producer_acks": -1,
+        "producer_linger": 0.001,
+        "producer_max_batch_size": settings.producer_batch_bytes,
+    }

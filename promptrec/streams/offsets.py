@@ -11,13 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
+
+from promptrec.streams.clients import make_consumer
+from promptrec.streams.settings import StreamSettings
 
 __all__ = ["high_watermarks"]
 
 
 def high_watermarks(
-    bootstrap: str, partitions: Iterable[TopicPartition], timeout_s: float = 5.0
+    settings: StreamSettings, partitions: Iterable[TopicPartition], timeout_s: float = 5.0
 ) -> dict[TopicPartition, int]:
     """Returns each partition's high watermark as carried by a Fetch response.
 
@@ -26,7 +29,7 @@ def high_watermarks(
     fetch returns at most that batch; the records are dropped and only the watermark is kept.
 
     Args:
-        bootstrap: ``host:port`` of the broker.
+        settings: Connection and security settings (the one client factory builds it).
         partitions: Partitions to read; duplicates are read once.
         timeout_s: How long to wait for a Fetch response of every partition.
 
@@ -39,10 +42,9 @@ def high_watermarks(
     wanted = sorted(set(partitions))
     if not wanted:
         return {}
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = make_consumer(
+        settings,
         group_id=None,
-        enable_auto_commit=False,
         fetch_max_wait_ms=50,
         request_timeout_ms=max(1000, int(timeout_s * 1000) + 1000),
         client_id="promptrec-high-watermarks",

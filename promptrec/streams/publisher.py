@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from kafka.errors import KafkaError
 
-from promptrec.streams.catalog_reader import make_aio_producer
+from promptrec.streams.clients import make_aio_producer
+from promptrec.streams.retry import Backoff, retry
 from promptrec.streams.settings import StreamSettings
 
 __all__ = ["RecommendationPublisher", "recommendation_json"]
@@ -62,6 +63,8 @@ class RecommendationPublisher:
     meanwhile, so nothing is lost, and a broker outage shows as latency, not as missing answers.
     """
 
+    backoff = Backoff(first=0.1, factor=2.0, cap=5.0)
+
     def __init__(self, settings: StreamSettings, topic: str) -> None:
         self.settings = settings
         self.topic = topic
@@ -82,22 +85,24 @@ class RecommendationPublisher:
 
     async def publish_many(self, records: Sequence[tuple[bytes, bytes]]) -> int:
         """Send ``(key, value)`` records; returns the number of retries it took."""
-        delay = 0.1
         retries = 0
-        while True:
-            try:
-                producer = await self._started()
-                futures = [
-                    await producer.send(self.topic, value=value, key=key) for key, value in records
-                ]
-                await asyncio.gather(*futures)
-                return retries
-            except KafkaError as exc:
-                retries += 1
-                log.warning("publishing %d recommendations failed (%r); retry in %.1f s",
-                            len(records), exc, delay)  # fmt: skip
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+
+        async def attempt() -> None:
+            producer = await self._started()
+            futures = [
+                await producer.send(self.topic, value=value, key=key) for key, value in records
+            ]
+            await asyncio.gather(*futures)
+
+        def failed(n: int, exc: BaseException, delay: float) -> None:
+            nonlocal retries
+            retries = n
+            log.warning("publishing %d recommendations failed (%r); retry in %.1f s",
+                        len(records), exc, delay)  # fmt: skip
+
+        await retry(attempt, attempts=None, backoff=self.backoff, retry_on=(KafkaError,),
+                    on_retry=failed)  # fmt: skip
+        return retries
 
     async def stop(self) -> None:
         """Flush and close the producer."""

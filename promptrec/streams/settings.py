@@ -54,6 +54,18 @@ class StreamSettings(ServingSettings):
         ge=0,
         description="Seconds between consumer-lag polls (promptrec_consumer_lag); 0 disables.",
     )
+    stall_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds an input partition may stay behind the fetch high watermark, "
+        "fetched but with a position that does not move, before the watchdog counts a stall "
+        "(promptrec_partition_stalls_total) and recovers it (seek back, then rejoin); 0 disables.",
+    )
+    emulate_midbatch_fetch_bug: bool = Field(
+        default=False,
+        description="Testing aid, keep off: input-topic fetches drop the record batches that "
+        "start below the fetch offset, as Tansu v0.6.0 did (tests the stall watchdog).",
+    )
     liveness_timeout_s: float = Field(
         default=30.0,
         gt=0,

@@ -100,6 +100,10 @@ class TopicNames:
                 return logical
         return None
 
+    def by_topic(self) -> dict[str, str]:
+        """Full topic name -> logical name, for every topic of the pipeline (hot-path lookups)."""
+        return {str(getattr(self, field)): logical for logical, field in _FIELDS.items()}
+
     def all(self) -> list[str]:
         """All full topic names, in ``LOGICAL_NAMES`` order."""
         return [str(name) for name in astuple(self)]

@@ -43,7 +43,7 @@ def build_worker(
     app = make_app(stream)
     pipeline = Pipeline(app, stream, engine, metrics)
     # Heartbeat, rebalance hooks, lag poller; /healthz and /readyz share the metrics port.
-    health = instrument(app, pipeline)
+    health = instrument(app, pipeline.ctx)
     port = metrics.serve(stream.metrics_host, stream.metrics_port, routes=health.routes())
     if port:
         log.info("metrics on http://%s:%d/metrics", stream.metrics_host, port)
@@ -67,7 +67,7 @@ def run_worker(stream: StreamSettings, encoder: EncoderSettings, index: IndexSet
         code = int(exc.code or 0) if isinstance(exc.code, int | None) else 1
     finally:
         pipeline.metrics.close()
-        if pipeline.ready.is_set():
+        if pipeline.readiness.catalog.is_set():
             try:
                 pipeline.engine.checkpoint()
                 log.info("final checkpoint written to %s", stream.state_dir)

@@ -28,8 +28,9 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 # The one place that names the broker module (it is moving to ``promptrec.broker``).
-from promptrec.streams.broker import EmbeddedBroker
+from promptrec.broker import EmbeddedBroker
 from promptrec.streams.offsets import high_watermarks
+from promptrec.streams.settings import StreamSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -100,12 +101,14 @@ def test_list_offsets_latest_is_the_high_watermark(tansu: EmbeddedBroker) -> Non
 def test_high_watermarks_helper_reads_the_fetch_high_watermark(tansu: EmbeddedBroker) -> None:
     topic = _topic(tansu, partitions=2)
     _produce_one_batch(tansu, topic)
-    marks = high_watermarks(tansu.bootstrap, [TopicPartition(topic, 0), TopicPartition(topic, 1)])
+    marks = high_watermarks(
+        StreamSettings(broker=tansu.bootstrap), [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    )
     assert marks == {TopicPartition(topic, 0): BATCH, TopicPartition(topic, 1): 0}
 
 
 def test_high_watermarks_helper_without_partitions_asks_nothing() -> None:
-    assert high_watermarks("127.0.0.1:1", []) == {}
+    assert high_watermarks(StreamSettings(broker="127.0.0.1:1"), []) == {}
 
 
 # -- (a) fetch at an offset inside the last batch (fixed upstream in 87db6ea) -----------------

@@ -318,3 +318,36 @@ def test_broker_subcommand_runs_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_set_overrides_any_setting_and_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptrec.cli.main import build_parser, worker_settings
+
+    monkeypatch.setenv("PROMPTREC_BATCH_SIZE", "7")
+    monkeypatch.setenv("PROMPTREC_ENCODER_BATCH_SIZE", "9")
+    argv = ["worker", "--set", "PROMPTREC_BATCH_SIZE=128", "--set", "encoder_batch_size=32"]
+    argv += ["--set", "PROMPTREC_INDEX_KIND=hnsw", "--set", "history_len=5"]
+    stream, encoder, index = worker_settings(build_parser().parse_args(argv))
+    assert (stream.batch_size, stream.history_len) == (128, 5)
+    assert encoder.batch_size == 32
+    assert index.kind == "hnsw"
+    # Without --set the environment holds.
+    stream, encoder, _ = worker_settings(build_parser().parse_args(["worker"]))
+    assert (stream.batch_size, encoder.batch_size) == (7, 9)
+    # A named flag wins over --set of the same setting.
+    argv = ["worker", "--set", "PROMPTREC_INDEX_KIND=hnsw", "--index-kind", "flat"]
+    assert worker_settings(build_parser().parse_args(argv))[2].kind == "flat"
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("PROMPTREC_NO_SUCH=1", "no such setting"),
+        ("batch_size", "NAME=VALUE"),
+        ("=3", "NAME=VALUE"),
+        ("PROMPTREC_BATCH_SIZE=lots", "PROMPTREC_BATCH_SIZE"),
+    ],
+)
+def test_bad_set_exits_2(pair: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "--set", pair]) == 2
+    assert message in capsys.readouterr().err

@@ -5,7 +5,10 @@ the worker runs on the session's embedded broker (with the tiny random BERT, so 
 and processes catalog records, interactions, requests, feedback and bad records in two waves (so
 that every counter and histogram series, even one born in the first wave, has an increase for
 ``rate()``). Then every PromQL expression of every panel is evaluated through Prometheus's HTTP
-API and must return at least one series with a finite value. The shipped ``prometheus.yml`` is
+API and must return at least one series with a finite value. The one exception is a panel on a
+metric listed in ``PENDING_METRICS`` (shown before the worker exports it): its query must still be
+valid PromQL on the real server, and the metric must really be absent from the scrape, so the
+entry has to go (and the panel gets the full check) as soon as the metric lands. The shipped ``prometheus.yml`` is
 the base of the test's config (same job, same rule file), so its alert rules load on a real server.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import time
 import urllib.parse
@@ -52,6 +56,10 @@ VARIABLES = {
     "${instance}": ".*",
 }
 USERS = {"u-hiker": "hiking", "u-cook": "cooking", "u-jazz": "jazz", "u-space": "space"}
+# Metrics a panel shows before any worker exports them: promptrec_partition_stalls_total comes
+# with the partition-stall detection (another change). Remove an entry once the metric exists.
+PENDING_METRICS: frozenset[str] = frozenset()
+METRIC_NAME = re.compile(r"\b(promptrec_[a-z0-9_]+)")
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -250,7 +258,20 @@ def scraped(worker: WorkerProcess, prometheus: Prometheus, producer: Producer) -
     return prometheus
 
 
-@pytest.mark.parametrize(("title", "expr"), dashboard_queries())
+def _pending(expr: str) -> set[str]:
+    return set(METRIC_NAME.findall(expr)) & PENDING_METRICS
+
+
+@pytest.fixture(scope="module")
+def exported(scraped: Prometheus) -> set[str]:
+    """Names of every promptrec series Prometheus scraped from the worker."""
+    result = scraped.query('count by (__name__) ({__name__=~"promptrec_.+"})')
+    return {series["metric"]["__name__"] for series in result}
+
+
+@pytest.mark.parametrize(
+    ("title", "expr"), [(t, e) for t, e in dashboard_queries() if not _pending(e)]
+)
 def test_dashboard_query_returns_data(scraped: Prometheus, title: str, expr: str) -> None:
     result = scraped.query(expr)
     assert result, f"panel {title!r}: no series for {expr}"
@@ -258,10 +279,24 @@ def test_dashboard_query_returns_data(scraped: Prometheus, title: str, expr: str
     assert any(math.isfinite(v) for v in values), f"panel {title!r}: only {values} for {expr}"
 
 
+@pytest.mark.parametrize(("title", "expr"), [(t, e) for t, e in dashboard_queries() if _pending(e)])
+def test_pending_metric_query_is_valid_and_metric_still_absent(
+    scraped: Prometheus, exported: set[str], title: str, expr: str
+) -> None:
+    assert len(exported) > 20, exported  # the scrape worked: absence below means something
+    assert not _pending(expr) & exported, (
+        f"panel {title!r}: {sorted(_pending(expr))} is exported now; remove it from "
+        "PENDING_METRICS so that the panel must return data"
+    )
+    # Valid PromQL on the real server (a parse error is an HTTP 400 and fails here), no data yet.
+    assert scraped.query(expr) == []
+
+
 def test_dashboard_has_the_required_rows() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Traffic", "Latency", "Quality", "State", "Health"]
+    assert rows == ["Traffic", "Latency", "Quality", "State", "Health", "Partition stalls"]
+    assert {m for _, expr in dashboard_queries() for m in _pending(expr)} == PENDING_METRICS
     exprs = " ".join(expr for _, expr in dashboard_queries())
     for quantile in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({quantile}, " in exprs
@@ -299,7 +334,13 @@ def test_worker_serves_liveness_and_readiness(scraped: Prometheus, worker: Worke
         with urllib.request.urlopen(base + path, timeout=5) as resp:
             body = json.loads(resp.read())
         assert resp.status == 200 and body["status"] == "ok", body
-    assert body["checks"] == {"catalog": True, "agents": True, "group": True, "loop": True}
+    assert body["checks"] == {
+        "catalog": True,
+        "model": True,
+        "agents": True,
+        "group": True,
+        "loop": True,
+    }
 
 
 def test_shipped_alert_rules_load_on_the_real_server(scraped: Prometheus) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from promptrec.encoder.prompts import PromptTemplates
@@ -122,3 +125,67 @@ def test_state_dir_is_a_volume_and_the_image_is_the_worker(load_settings: LoadSe
     # The image runs as the non-root user the Dockerfile creates.
     assert "--uid 10001" in (DEPLOY / "Dockerfile").read_text()
     assert POD["spec"]["securityContext"]["runAsUser"] == 10001
+
+
+# -- schema validation -----------------------------------------------------------------------------
+# kubeconform is not on PyPI or in Debian bookworm, and fetches its schemas from GitHub at run
+# time; kubernetes-validate (dev extra, PyPI) bundles the Kubernetes JSON schemas of every minor
+# release it supports and validates offline. strict=True rejects unknown fields, like
+# `kubeconform -strict`. Kustomization is not a Kubernetes API kind (kubeconform needs `-skip
+# Kustomization` too); its resources are checked above.
+
+
+def kubernetes_validate() -> Any:
+    return pytest.importorskip(
+        "kubernetes_validate",
+        reason="kubernetes-validate is not installed: it is in the dev extra "
+        "(`make install`, or `pip install kubernetes-validate`)",
+    )
+
+
+def manifests() -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every Kubernetes object of deploy/k8s (secret.example.yaml included)."""
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") != "Kustomization":
+                yield path, doc
+
+
+def schema_versions() -> list[str]:
+    """The oldest and the newest Kubernetes release whose schemas kubernetes-validate ships."""
+    utils = kubernetes_validate().utils
+    versions = sorted(set(utils.all_versions()), key=lambda v: tuple(map(int, v.split("."))))
+    return [versions[0], utils.latest_version()]
+
+
+def test_every_manifest_kind_is_validated() -> None:
+    kinds = {doc["kind"] for _, doc in manifests()}
+    assert kinds == {"Namespace", "ConfigMap", "Deployment", "Service", "Secret"}
+
+
+def test_manifests_pass_the_kubernetes_schemas_strictly() -> None:
+    kv = kubernetes_validate()
+    failures = []
+    for version in schema_versions():
+        for path, doc in manifests():
+            try:
+                kv.validate(doc, version, strict=True)
+            except kv.ValidationError as exc:
+                failures.append(
+                    f"{path.name} {doc['kind']}/{doc['metadata']['name']} "
+                    f"@ {version}: {exc.message}"
+                )
+    assert not failures, "\n".join(failures)
+
+
+def test_schema_check_rejects_a_broken_deployment() -> None:
+    # The validator bites: an unknown field and a port given as a string are both errors.
+    kv = kubernetes_validate()
+    version = kv.utils.latest_version()
+    typo = copy.deepcopy(DEPLOYMENT)
+    typo["spec"]["replica"] = typo["spec"].pop("replicas")
+    string_port = copy.deepcopy(DEPLOYMENT)
+    string_port["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "9464"
+    for broken in (typo, string_port):
+        with pytest.raises(kv.ValidationError):
+            kv.validate(broken, version, strict=True)

@@ -26,7 +26,7 @@ def test_prometheus_config_is_valid(promtool_bin: str) -> None:
 
 def test_alert_rules_are_valid(promtool_bin: str) -> None:
     out = _promtool(promtool_bin, "check", "rules", "alerts.yml")
-    assert "SUCCESS: 6 rules found" in out
+    assert "SUCCESS: 7 rules found" in out
 
 
 def test_alert_rules_pass_their_unit_tests(promtool_bin: str) -> None:
@@ -42,6 +42,7 @@ def test_required_alerts_are_shipped_and_tested() -> None:
         "PromptrecConsumerLagGrowing",
         "PromptrecDeadLetterRateHigh",
         "PromptrecNoRecommendations",
+        "PromptrecPartitionStalled",
     }
     assert required <= names
     tests = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())

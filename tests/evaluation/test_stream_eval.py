@@ -119,9 +119,11 @@ def test_eval_stream_on_a_text_predictable_stream(tmp_path: Path) -> None:
     assert code == 0
     stream = json.loads(out.read_text())["stream"]
     assert stream["promptrec"]["events"] == stream["recent-pop"]["events"] == 48
-    assert stream["events_per_s"] > 0
+    assert stream["events_per_s"] == pytest.approx(stream["events"] / stream["seconds"])
+    assert stream["events"] == 48 and stream["seconds"] > 0
     assert len(stream["windows"]) == 3
     assert set(stream["cold"]) == {"promptrec", "recent-pop"}
+    assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")  # --plot
     # Users stay in one topic and the frozen encoder sees the topic in the text: the worker's
     # recommendations hit far more often than recent popularity over all topics.
     assert stream["promptrec"]["HR@10"] > stream["recent-pop"]["HR@10"] + 0.2

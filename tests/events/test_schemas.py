@@ -253,6 +253,30 @@ def test_ts_window_edges_are_inclusive() -> None:
         assert decode_interaction(_with("interactions", ts=ts), LIMITS, max_ts=MAX_TS).ts == ts
 
 
+SECONDS = 1767225600  # 2026-01-01T00:00Z in epoch seconds: the common producer mistake
+
+
+@pytest.mark.parametrize(
+    ("ts", "detail"),
+    [
+        (SECONDS, f"ts {SECONDS} looks like epoch seconds; ts must be epoch milliseconds "
+         f"({SECONDS}000)"),
+        (SECONDS + 0.4, f"ts {SECONDS} looks like epoch seconds"),  # floats are rounded first
+        (SECONDS * 1_000_000, f"ts {SECONDS}000000 looks like epoch microseconds; ts must be "
+         f"epoch milliseconds ({SECONDS}000)"),
+        # Seconds whose milliseconds would still be out of range are not called seconds.
+        (MAX_TS // 1000 + 10, f"ts {MAX_TS // 1000 + 10} older than 946684800000"),
+        (1000, "ts 1000 older than 946684800000 (ts is epoch milliseconds)"),
+        (MAX_TS + 1, f"ts {MAX_TS + 1} later than {MAX_TS} (ts is epoch milliseconds)"),
+    ],
+)  # fmt: skip
+def test_bad_timestamp_detail_names_the_unit_mistake(ts: float, detail: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        decode_interaction(_with("interactions", ts=ts), LIMITS, max_ts=MAX_TS)
+    assert info.value.reason is ReasonCode.bad_timestamp
+    assert info.value.detail.startswith(detail), info.value.detail
+
+
 def test_max_ts_defaults_to_wall_clock() -> None:
     # The example's ts (2026-01-01) is in the past, so it passes with the real clock.
     assert decode_interaction(_with("interactions"), LIMITS).ts == EXAMPLES["interactions"]["ts"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -178,5 +179,11 @@ def test_hnsw_recall_against_flat() -> None:
     assert hits / 1000 >= 0.9
 
 
-def test_gpu_count_is_an_int() -> None:
-    assert isinstance(faiss_gpu_count(), int)
+def test_gpu_count_matches_the_faiss_build() -> None:
+    # A CPU-only FAISS build (faiss-cpu, as in CI) has no GPU support at all: the count must
+    # be 0 there, and equal FAISS's own count on a GPU build.
+    get = getattr(faiss, "get_num_gpus", None)
+    expected = int(get()) if get is not None else 0
+    assert faiss_gpu_count() == expected
+    if not hasattr(faiss, "StandardGpuResources"):
+        assert faiss_gpu_count() == 0

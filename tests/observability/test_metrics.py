@@ -67,6 +67,34 @@ def test_known_label_values_exist_at_zero_before_the_first_event() -> None:
     assert got[("promptrec_rebalances_total", ())] == 0.0
 
 
+def test_every_label_the_code_uses_is_pre_initialised() -> None:
+    # Independent of metrics.py's own lists: the stages the settings can fault-inject (each is a
+    # retried stage), every literal `retries.labels("...")` in the source, and the logical input
+    # topics of TopicNames. A label used by the code but missing from the lists fails here.
+    import re
+    from pathlib import Path
+
+    from promptrec.streams.settings import _FAULT_STAGES
+
+    source = "\n".join(p.read_text() for p in Path("promptrec").rglob("*.py"))
+    used = set(_FAULT_STAGES) | set(re.findall(r"retries\.labels\(\"(\w+)\"\)", source))
+    assert "publish" in used
+    got = samples(Metrics())
+    for stage in sorted(used):
+        assert got.get(("promptrec_stage_retries_total", (("stage", stage),))) == 0.0, stage
+    names = TopicNames.from_settings(StreamSettings(topic_prefix="p."))
+    logical = {
+        names.items: "items",
+        names.users: "users",
+        names.interactions: "interactions",
+        names.requests: "recommendation-requests",
+        names.feedback: "feedback",
+    }
+    for topic in logical.values():
+        key = ("promptrec_events_total", (("outcome", "ok"), ("topic", topic)))
+        assert got.get(key) == 0.0, topic
+
+
 def test_process_memory_is_the_current_rss() -> None:
     m = Metrics()
     m.refresh_process()
@@ -186,3 +214,36 @@ def test_lag_poller_reads_committed_and_end_offsets(
         poller.close()
     got = samples(m)
     assert got[("promptrec_consumer_lag", (("partition", "0"), ("topic", "interactions")))] == 6
+
+
+@pytest.mark.integration
+def test_lag_of_batched_records_comes_from_fetch_high_watermarks(
+    make_settings: Callable[..., StreamSettings],
+) -> None:
+    # 20 records in one producer batch: the embedded broker's ListOffsets "latest" says 1, the
+    # Fetch high watermark (what the worker's poller reads) says 20.
+    from promptrec.streams.offsets import high_watermarks
+
+    settings = make_settings(partitions=1)
+    ensure_topics(settings)
+    topic = TopicNames.from_settings(settings).interactions
+    producer = KafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=200
+    )
+    futures = [producer.send(topic, key=b"k", value=b"v", partition=0) for _ in range(20)]
+    producer.flush()
+    assert all(f.get(timeout=10) for f in futures)
+    producer.close()
+    tps = [TopicPartition(topic, 0)]
+    poller = LagPoller(
+        settings.effective_app_id,
+        Metrics(),
+        {topic: "interactions"},
+        lambda: tps,
+        admin_factory=lambda: make_admin(settings),
+        end_offsets=lambda parts: high_watermarks(settings, parts),
+    )
+    try:
+        assert poller.poll_once() == {tps[0]: 20}
+    finally:
+        poller.close()

@@ -22,7 +22,6 @@ from promptrec.encoder import ScoringHead
 from promptrec.encoder.settings import EncoderSettings
 from promptrec.encoder.text_encoder import default_model_dir
 from promptrec.events.exceptions import InvalidEvent, ReasonCode
-from promptrec.serving.history import UserHistory
 from promptrec.serving.model_sync import HeadSync, HeadUpdate
 from tests.pipeline_fixtures import Producer, Recorder, WorkerProcess, catalog_items, now_ms
 
@@ -141,30 +140,6 @@ def test_non_finite_delta_is_rejected_and_the_head_is_unchanged() -> None:
     with pytest.raises(InvalidEvent):
         b.apply(ship(bad))
     assert all(torch.equal(before[n], b.head.to_tensors()[n]) for n in before)
-
-
-def test_history_tells_redelivery_from_duplicate() -> None:
-    h = UserHistory()
-    assert h.position_of("e1") is None
-    assert h.append("e1", "i1", 1, max_len=5, position="0:10")
-    assert h.position_of("e1") == "0:10"  # same id at the same position: a redelivery
-    assert not h.append("e1", "i1", 1, max_len=5, position="0:11")
-    for n in range(2, 20):
-        h.append(f"e{n}", "i", n, max_len=5, position=f"0:{n + 10}")
-    assert len(h.event_ids) == len(h.positions) == 10
-    assert h.position_of("e19") == "0:29" and h.position_of("e1") is None
-    back = UserHistory.from_value(h.to_value())
-    assert back == h
-
-
-def test_history_remembers_learned_feedback() -> None:
-    h = UserHistory()
-    assert h.feedback_position("f1") is None
-    h.add_feedback("f1", "1:5", max_len=2)
-    assert h.feedback_position("f1") == "1:5"
-    for n in range(2, 10):
-        h.add_feedback(f"f{n}", f"1:{n}", max_len=2)
-    assert len(h.feedback) == 4 and h.feedback_position("f1") is None
 
 
 # -- end to end: garbage on the model-updates topic --------------------------------------------

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,19 +19,27 @@ from promptrec.streams.settings import StreamSettings
 from tests.pipeline_fixtures import TOPICS, Producer, WorkerProcess, now_ms, settings_for
 
 __all__ = [
+    "SEED_ENV",
     "catalog",
     "check_histories",
     "clone",
+    "delivery",
     "expected_histories",
     "feedback_for",
     "histories",
     "interactions",
+    "kill_seed",
     "publish_catalog",
     "read_all",
     "settings_for",
+    "stalls",
     "start_worker",
     "worker_env",
 ]
+
+# Seed of a fault test's random choices (kill point, generated events). Printed by every test
+# that uses it; set it to replay a run: PROMPTREC_TEST_SEED=1234 pytest tests/streams/...
+SEED_ENV = "PROMPTREC_TEST_SEED"
 
 WORDS = [w for titles in TOPICS.values() for t in titles for w in t.lower().split() if len(w) > 3]
 
@@ -107,7 +116,11 @@ def feedback_for(events: list[dict[str, Any]], every: int, seed: int = 2) -> lis
 def read_all(
     settings: StreamSettings, topic: str, timeout: float = 30.0
 ) -> Iterator[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) of a topic, from the beginning to the end offsets seen at the start."""
+    """Every (key, value) of a topic, from the beginning to the end offsets seen at the start.
+
+    Fails when ``timeout`` seconds pass without a record: a changelog of 20,000 one-record
+    batches takes longer than that to read on a loaded machine, so only a stuck read counts.
+    """
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=20
     )
@@ -119,8 +132,9 @@ def read_all(
         end = consumer.end_offsets(tps)
         deadline = time.monotonic() + timeout
         while any(consumer.position(tp) < end[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            assert time.monotonic() < deadline, f"reading {topic} stopped before its end"
             for batch in consumer.poll(timeout_ms=200).values():
+                deadline = time.monotonic() + timeout
                 for r in batch:
                     yield r.key, r.value
     finally:
@@ -161,6 +175,40 @@ def check_histories(settings: StreamSettings, events: list[dict[str, Any]]) -> N
         assert value["event_ids"] == ids[-len(value["event_ids"]) :], f"history of {user} differs"
         items = [e["item_id"] for e in sent]
         assert value["items"] == items[-len(value["items"]) :]
+
+
+def kill_seed(test: str) -> int:
+    """The seed of ``test``'s kill point: ``PROMPTREC_TEST_SEED`` or a fresh one, printed."""
+    raw = os.environ.get(SEED_ENV, "").strip()
+    if raw:
+        try:
+            seed = int(raw)
+        except ValueError:
+            raise ValueError(f"{SEED_ENV}={raw!r} is not a whole number") from None
+    else:
+        seed = random.SystemRandom().randrange(1_000_000)
+    print(f"{test}: {SEED_ENV}={seed} (set it to replay this kill point)")
+    return seed
+
+
+def delivery(events: list[dict[str, Any]], recommendations: list[dict[str, Any]]) -> dict[str, int]:
+    """Events sent, events without a recommendation, and extra recommendations (at least once)."""
+    sources = Counter(r["source_event_id"] for r in recommendations)
+    wanted = {e["event_id"] for e in events}
+    return {
+        "events_sent": len(events),
+        "events_lost": len(wanted - set(sources)),
+        "duplicate_recommendations": sum(n - 1 for e, n in sources.items() if e in wanted),
+    }
+
+
+def stalls(worker: WorkerProcess) -> float:
+    """Stalls the worker's watchdog counted, over all its partitions (0 if it cannot be read)."""
+    try:
+        samples = worker.metrics()
+    except OSError:
+        return 0.0
+    return sum(v for (name, _), v in samples.items() if name == "promptrec_partition_stalls_total")
 
 
 def start_worker(settings: StreamSettings, log: Path, **env: str) -> WorkerProcess:

@@ -1,0 +1,57 @@
+"""The small base class of the agents and what the event agents share around it."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+
+import faiss
+import faust
+import torch
+from faust.streams import _current_event
+
+from promptrec.serving.batches import HistoryWrite, Inbound
+from promptrec.streams.agents.context import AgentContext
+
+__all__ = ["Agent", "inbound_of", "set_threads", "write_histories"]
+
+
+def set_threads(n: int) -> None:
+    """torch and FAISS threads of the engine thread's next job (cheap: ~0.3 us)."""
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+
+
+def inbound_of(event: faust.EventT, logical: dict[str, str]) -> Inbound[faust.EventT]:
+    """The domain's view of a Faust event (logical topic, position, raw key and value)."""
+    msg = event.message
+    return Inbound(logical[msg.topic], msg.partition, msg.offset, msg.key, msg.value, event)
+
+
+def write_histories(ctx: AgentContext, writes: Sequence[HistoryWrite[faust.EventT]]) -> None:
+    """Store history values; each write goes to the changelog partition of its user's event."""
+    for user_id, value, inbound in writes:
+        # Table writes go to the changelog partition of the *current* event: an event of this
+        # user (same key, same partition), not the batch's last one.
+        _current_event.set(weakref.ref(inbound.ref))
+        ctx.history[user_id] = value
+
+
+class Agent:
+    """An agent of the worker: it gets the shared context and registers itself on the app."""
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+        self.within = ctx.settings.batch_within_ms / 1000.0  # micro-batch time limit
+
+    def register(self) -> None:
+        """Add the agent's streams, tasks and timers to ``ctx.app``."""
+        raise NotImplementedError
+
+    def raw_topic(self, *names: str) -> faust.TopicT:
+        """A topic of raw bytes (keys and values): the agents decode records themselves."""
+        return self.ctx.app.topic(*names, key_serializer="raw", value_serializer="raw")
+
+    def agent_name(self, role: str) -> str:
+        """The Faust agent name (the app id keeps workers of different apps apart)."""
+        return f"{self.ctx.app.conf.id}.{role}"

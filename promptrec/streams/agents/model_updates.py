@@ -1,0 +1,141 @@
+"""Model updates: rebuild the head from the ``model-updates`` topic, merge peers, publish ours."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from promptrec.encoder import ScoringHead
+from promptrec.events.exceptions import InvalidEvent
+from promptrec.serving.batches import Inbound
+from promptrec.serving.model_sync import HeadSync, HeadUpdate
+from promptrec.streams.agents.base import Agent
+from promptrec.streams.agents.context import AgentContext
+from promptrec.streams.agents.stages import StageFailed
+from promptrec.streams.followers import TopicFollower
+
+__all__ = ["ModelUpdateReader", "ModelUpdates"]
+
+log = logging.getLogger(__name__)
+
+
+class ModelUpdateReader(TopicFollower):
+    """Applies every other incarnation's head updates on the engine thread.
+
+    When the topic holds records at start, the head is first reset to the common base (the fresh
+    seeded head), because the replay re-applies every published change, including the ones a
+    disk-restored head already contains; the disk checkpoint is only the fallback for an empty
+    topic (a broker that lost its data). Once caught up it opens ``ctx.readiness.model``.
+    """
+
+    name = "model-sync"
+
+    def __init__(self, ctx: AgentContext, sync: HeadSync) -> None:
+        super().__init__(ctx.settings, [ctx.names.model_updates])
+        self.ctx = ctx
+        self.sync = sync
+        self.replayed = 0
+
+    async def replay_starting(self, records: int) -> None:
+        """Reset to the base head when there is a history of updates to replay."""
+        if records == 0:
+            return
+        engine = self.ctx.engine
+        head = engine.head
+        base = ScoringHead.from_settings(head.dim, engine.encoder_settings)
+        if base.hidden != head.hidden:
+            log.warning("restored head has hidden=%d, settings say %d", head.hidden, base.hidden)
+            base = ScoringHead(head.dim, hidden=head.hidden, learning_rate=head.learning_rate)
+        await self.ctx.stages.run("sync", self.sync.rebase, base)
+        log.info("rebuilding the scoring head from %d model updates", records)
+
+    async def handle(self, tp: TopicPartition, messages: list[ConsumerRecord[Any, Any]]) -> None:
+        """Decode and merge; an unusable record is dead-lettered and skipped."""
+        ctx = self.ctx
+        for m in messages:
+            try:
+                update = HeadUpdate.from_bytes(m.value)
+                outcome = await ctx.stages.run("sync", _apply, self.sync, update)
+                if isinstance(outcome, InvalidEvent):
+                    raise outcome
+            except InvalidEvent as exc:
+                record = Inbound("model-updates", tp.partition, m.offset, m.key, m.value, None)
+                await ctx.dead.send(record, exc.reason, exc.detail)
+                continue
+            except Exception as exc:  # StageFailed: the engine thread kept failing
+                log.warning("model update at %s:%d not applied: %s", tp, m.offset, exc)
+                continue
+            if outcome:
+                self.replayed += 1
+                ctx.metrics.model_updates_applied.inc()
+        ctx.metrics.model_version.set(self.sync.version)
+
+    async def caught_up(self) -> None:
+        """The head now holds every published update: the worker may serve."""
+        log.info(
+            "model replay complete: version %d from %d peers", self.sync.version, self.sync.peers
+        )
+        self.ctx.metrics.model_version.set(self.sync.version)
+        self.ctx.readiness.model.set()
+
+
+def _apply(sync: HeadSync, update: HeadUpdate) -> bool | InvalidEvent:
+    """:meth:`HeadSync.apply`, its rejection returned: retrying a misfit update cannot help."""
+    try:
+        return sync.apply(update)
+    except InvalidEvent as exc:
+        return exc
+
+
+class ModelUpdates(Agent):
+    """The model-updates reader task and the timer that publishes this worker's head changes."""
+
+    def __init__(self, ctx: AgentContext, sync: HeadSync) -> None:
+        super().__init__(ctx)
+        self.sync = sync
+        self.reader = ModelUpdateReader(ctx, sync)
+        self.topic = self.raw_topic(ctx.names.model_updates)
+
+    def register(self) -> None:
+        """The reader task and the sync timer."""
+        self.ctx.app.task(self.reader_task)
+        self.ctx.app.timer(self.ctx.settings.model_sync_interval_s)(self.sync_timer)
+
+    async def reader_task(self) -> None:
+        """Follow the model-updates topic for the life of the worker."""
+        try:
+            await self.reader.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("model-updates reader failed; the worker stops so it can be restarted")
+            await self.ctx.app.crash(RuntimeError("model reader failed"))  # type: ignore[attr-defined]
+
+    async def sync_timer(self) -> None:
+        """Publish this worker's head changes, then count them once the broker has them."""
+        ctx = self.ctx
+        if not ctx.readiness.model.is_set():
+            return
+        try:
+            update = await ctx.stages.run("sync", self.sync.pending)
+        except StageFailed:
+            return
+        if update is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            fut = await self.topic.send(key=update.key.encode(), value=update.to_bytes())
+            await fut  # the broker's ack: only then does the update count in the version
+        except Exception:
+            # The timer is the retry: the same changes go out with the next interval's update.
+            log.exception("publishing the head update failed; retrying next interval")
+            ctx.metrics.retries.labels("sync").inc()
+            return
+        await ctx.stages.run("sync", self.sync.published, update.seq)
+        ctx.metrics.stage_latency.labels("sync").observe(time.perf_counter() - t0)
+        ctx.metrics.model_version.set(self.sync.version)

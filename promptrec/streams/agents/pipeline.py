@@ -1,0 +1,125 @@
+"""The worker's wiring: shared context, the agents, and the maintenance timers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import faust
+
+from promptrec.observability.metrics import Metrics
+from promptrec.serving.engine import Engine
+from promptrec.serving.learner import OnlineLearner
+from promptrec.serving.model_sync import HeadSync
+from promptrec.serving.recommender import Recommender
+from promptrec.streams.agents.base import Agent
+from promptrec.streams.agents.catalog_agent import CatalogAgent
+from promptrec.streams.agents.context import AgentContext, Readiness
+from promptrec.streams.agents.feedback_agent import FeedbackAgent
+from promptrec.streams.agents.model_updates import ModelUpdates
+from promptrec.streams.agents.recommend_agent import RecommendAgent
+from promptrec.streams.agents.stages import DeadLetters, StageFailed, StageRunner
+from promptrec.streams.publisher import RecommendationPublisher
+from promptrec.streams.settings import StreamSettings
+from promptrec.streams.topics import TopicNames
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """Builds the shared context and the agents, and registers them and the timers on ``app``.
+
+    Agents: catalog (items, users), recommend (interactions, requests), feedback, model
+    updates. Timers: checkpoint and state gauges.
+    """
+
+    def __init__(
+        self, app: faust.App, settings: StreamSettings, engine: Engine, metrics: Metrics
+    ) -> None:
+        names = TopicNames.from_settings(settings)
+        worker_name = f"{socket.gethostname()}:{os.getpid()}"
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        dead_topic = app.topic(names.dead_letter, **raw)
+
+        async def send_dead(key: bytes | None, value: bytes) -> None:
+            await dead_topic.send(key=key, value=value)
+
+        self.ctx = AgentContext(
+            app=app,
+            settings=settings,
+            engine=engine,
+            metrics=metrics,
+            names=names,
+            logical=names.by_topic(),
+            limits=settings.limits(engine.encoder_settings.max_text_chars),
+            worker_name=worker_name,
+            stages=StageRunner(engine.executor, metrics, settings.faults),
+            dead=DeadLetters(
+                send_dead, names, worker_name, settings.dead_letter_max_bytes, metrics
+            ),
+            readiness=Readiness(settings.catalog_ready_timeout_s),
+            history=app.Table(
+                "history", default=None, partitions=settings.partitions, key_type=str
+            ),
+        )
+        recommender = Recommender(engine)
+        # One id per process start: a restarted worker is a new contributor to the shared head.
+        self.sync = HeadSync(engine.head, f"{worker_name}:{uuid.uuid4().hex[:8]}")
+        learner = OnlineLearner(engine, recommender, learn=self.sync.learn_many)
+        self.publisher = RecommendationPublisher(settings, names.recommendations)
+        self.agents: list[Agent] = [
+            CatalogAgent(self.ctx),
+            RecommendAgent(self.ctx, recommender, learner, self.publisher),
+            FeedbackAgent(self.ctx, learner),
+            ModelUpdates(self.ctx, self.sync),
+        ]
+        for agent in self.agents:
+            agent.register()
+        app.timer(settings.checkpoint_interval_s)(self.checkpoint_timer)
+        app.timer(5.0)(self.gauges_timer)
+        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
+
+    @property
+    def engine(self) -> Engine:
+        """The worker's engine."""
+        return self.ctx.engine
+
+    @property
+    def metrics(self) -> Metrics:
+        """The worker's metrics."""
+        return self.ctx.metrics
+
+    @property
+    def readiness(self) -> Readiness:
+        """The replay gate of the agents (and of ``/readyz``)."""
+        return self.ctx.readiness
+
+    async def checkpoint_timer(self) -> None:
+        """Snapshot the index and checkpoint the head; a failure is logged and retried later."""
+        ctx = self.ctx
+        if not ctx.readiness.catalog.is_set():
+            return
+        try:
+            await ctx.stages.run("checkpoint", ctx.engine.checkpoint)
+        except StageFailed:
+            log.exception("checkpoint failed")
+        else:
+            ctx.metrics.last_checkpoint.set(time.time())
+
+    async def gauges_timer(self) -> None:
+        """Refresh state gauges that are not updated per batch."""
+        ctx, m = self.ctx, self.ctx.metrics
+        m.users_with_history.set(len(ctx.history))
+        m.index_items.set(len(ctx.engine.index))
+        m.model_version.set(ctx.engine.head.version)
+        m.popularity_clicks.set(ctx.engine.popularity.clicks)
+        m.refresh_process()
+
+    async def _on_shutdown(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        await self.publisher.stop()
