@@ -7,6 +7,10 @@ cross-entropy over ALL catalog items (``cos / temperature`` logits). Item vector
 from the frozen text vectors each step (the adapter is tiny), so the text path is trained on
 every item. Validation NDCG@10 after each epoch drives early stopping; the best epoch's weights
 are kept. Everything is seeded; CUDA is used when present.
+
+Sampled softmax (``TrainConfig.negatives = N > 0``, :mod:`promptrec.encoder.sampling`): for
+large catalogs, each batch scores its own positives plus N shared negatives (uniform or
+popularity proposal) with the logQ correction, instead of every item.
 """
 
 from __future__ import annotations
@@ -24,8 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from promptrec.encoder.model import ModelConfig, RecModel
+from promptrec.encoder.sampling import SAMPLERS, SampledSoftmax
 
-__all__ = ["ModelScorer", "TrainConfig", "TrainResult", "TrainingSplit", "train_model"]
+__all__ = [
+    "ModelScorer",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingSplit",
+    "train_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +72,14 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"
     progress: bool = True
+    negatives: int = 0  # 0: full softmax over all items; N > 0: sampled softmax (module doc)
+    sampler: str = "uniform"  # proposal of the N negatives: "uniform" or "pop"
+
+    def __post_init__(self) -> None:
+        if self.negatives < 0:
+            raise ValueError(f"negatives must be >= 0, got {self.negatives}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
 
 
 @dataclass
@@ -73,6 +92,7 @@ class TrainResult:
     curve: list[float] = field(default_factory=list)  # validation NDCG@10 per epoch
     seconds: float = 0.0
     device: str = "cpu"
+    epoch_seconds: list[float] = field(default_factory=list)  # optimisation only, no validation
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (no weights)."""
@@ -82,6 +102,9 @@ class TrainResult:
             "valid": self.valid,
             "valid_ndcg10_curve": [round(x, 5) for x in self.curve],
             "train_seconds": round(self.seconds, 1),
+            "seconds_per_epoch": round(float(np.mean(self.epoch_seconds)), 2)
+            if self.epoch_seconds
+            else 0.0,
             "device": self.device,
         }
 
@@ -194,7 +217,12 @@ def train_model(
     best, best_epoch, since, curve = -1.0, 0, 0, []
     t0 = time.perf_counter()
     bar = tqdm(range(1, train.epochs + 1), desc="train", unit="epoch", disable=not train.progress)
+    sampled = None
+    if train.negatives > 0:
+        sampled = SampledSoftmax(split, train.negatives, train.sampler, train.seed, config, device)
+    epoch_seconds: list[float] = []
     for epoch in bar:
+        t_epoch = time.perf_counter()
         inputs, targets, users = _windows(split.train, config.max_len, rng)
         if len(inputs) == 0:
             raise ValueError("no user has two training interactions: nothing to learn")
@@ -205,20 +233,25 @@ def train_model(
             idx = order[start : start + train.batch_size]
             inp = torch.as_tensor(inputs[idx], device=device)  # (b, L), -1 = pad
             tgt = torch.as_tensor(targets[idx], device=device)  # (b, L), -1 = pad
-            items = model.adapter(t_text, id_rows)  # (n_items, dim) unit rows
-            padded = torch.cat([items, items.new_zeros(1, dim)])  # row n_items = padding
-            seq = padded[torch.where(inp >= 0, inp, n_items)]  # (b, L, dim)
             prof = (
                 t_prof[torch.as_tensor(users[idx], device=device)] if t_prof is not None else None
             )
             real = tgt >= 0  # (b, L): only real positions are scored (saves the padded ones)
-            h = F.normalize(model.sequence(seq, prof)[real], dim=-1)  # (n_real, dim)
-            logits = (h @ items.T) / config.temperature  # (n_real, n_items)
-            loss = F.cross_entropy(logits, tgt[real])
+            if sampled is None:
+                items = model.adapter(t_text, id_rows)  # (n_items, dim) unit rows
+                padded = torch.cat([items, items.new_zeros(1, dim)])  # row n_items = padding
+                seq = padded[torch.where(inp >= 0, inp, n_items)]  # (b, L, dim)
+                h = F.normalize(model.sequence(seq, prof)[real], dim=-1)  # (n_real, dim)
+                logits = (h @ items.T) / config.temperature  # (n_real, n_items)
+                labels = tgt[real]
+            else:
+                logits, labels = sampled.logits(model, inp, tgt, real, prof, t_text, id_rows)
+            loss = F.cross_entropy(logits, labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             total += float(loss.detach()) * len(idx)
+        epoch_seconds.append(time.perf_counter() - t_epoch)
         scorer = ModelScorer(model, text, split.item_ids, profiles)
         ndcg = split.evaluate(scorer, "valid")["NDCG@10"]
         curve.append(ndcg)
@@ -237,7 +270,8 @@ def train_model(
     model.eval()
     valid = split.evaluate(ModelScorer(model, text, split.item_ids, profiles), "valid")
     log.info("best epoch %d, validation %s", best_epoch, valid)
-    return TrainResult(model.cpu(), best_epoch, valid, curve, time.perf_counter() - t0, str(device))
+    seconds = time.perf_counter() - t0
+    return TrainResult(model.cpu(), best_epoch, valid, curve, seconds, str(device), epoch_seconds)
 
 
 def config_dict(config: ModelConfig, train: TrainConfig) -> dict[str, Any]:

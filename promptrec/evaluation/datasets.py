@@ -1,4 +1,5 @@
-"""Offline data sets: MovieLens-100K, MovieLens CSV ("latest" releases) and our JSONL events.
+"""Offline data sets: MovieLens-100K, MovieLens CSV ("latest" releases), our JSONL events and the
+Amazon review data (2018 release; :mod:`promptrec.evaluation.amazon`).
 
 Every loader returns one in-memory :class:`Dataset`: items with text fields, users with profile
 attributes, and interactions ``(user_id, item_id, ts)`` in time order (``ts`` in epoch ms; ties
@@ -39,7 +40,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("movielens-100k", "movielens-csv", "jsonl")
+FORMATS = ("movielens-100k", "movielens-csv", "jsonl", "amazon")
 _ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
     "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
@@ -163,7 +164,12 @@ def load_dataset(path: Path, fmt: str, *, strict: bool = False) -> Dataset:
     if not path.is_dir():
         raise DatasetError(f"data folder {path} does not exist or is not a folder")
     problems = _Problems(strict)
-    loader = {"movielens-100k": _load_ml100k, "movielens-csv": _load_mlcsv, "jsonl": _load_jsonl}
+    loader = {
+        "movielens-100k": _load_ml100k,
+        "movielens-csv": _load_mlcsv,
+        "jsonl": _load_jsonl,
+        "amazon": _load_amazon,
+    }
     items, users, raw = loader[fmt](path, problems)
     known = {item.item_id for item in items}
     kept: list[Interaction] = []
@@ -347,6 +353,14 @@ def _load_jsonl(
             continue
         raw.append((Interaction(event.user_id, event.item_id, event.ts), (events, number)))
     return list(items.values()), users, raw
+
+
+def _load_amazon(
+    folder: Path, problems: _Problems
+) -> tuple[list[ItemRecord], dict[str, dict[str, Any]], _Raw]:
+    from promptrec.evaluation.amazon import load_amazon  # imports this module's records
+
+    return load_amazon(folder, problems)
 
 
 def write_jsonl(dataset: Dataset, folder: Path) -> None:

@@ -3,8 +3,10 @@
 Both load a data set, split it (leave-one-out), encode every item's prompt text once with the
 frozen encoder (cached on disk), then train and/or evaluate. ``eval offline`` reports, on the same
 split: ``promptrec`` (trained here or read from ``--checkpoint``), ``promptrec-id-only`` (the same
-recipe without text), ``promptrec-text-zero-shot`` (frozen encoder, no training), ``pop`` and
-``itemknn``.
+recipe without text), ``promptrec-text-zero-shot`` (frozen encoder, no training, history = mean
+of item vectors), ``promptrec-zero-shot-prompt`` (frozen encoder, no training, history = a user
+prompt naming the recent items' titles), ``pop`` and ``itemknn``; optionally the strict
+cold-start protocol.
 """
 
 from __future__ import annotations
@@ -25,11 +27,21 @@ from promptrec.encoder.settings import EncoderSettings
 from promptrec.encoder.text_encoder import TextEncoder
 from promptrec.encoder.training import ModelScorer, TrainConfig, config_dict, train_model
 from promptrec.evaluation.baselines import PopScorer, select_itemknn, select_text_zero_shot
+from promptrec.evaluation.cold_start import cold_start_split, run_cold_start
 from promptrec.evaluation.datasets import Dataset, load_dataset
-from promptrec.evaluation.protocol import PROTOCOL, Split, evaluate
+from promptrec.evaluation.protocol import PROTOCOL, Split, metrics_from_ranks, stage_ranks
+from promptrec.evaluation.report import format_table, intervals, uncertainty_report
 from promptrec.evaluation.texts import item_texts, user_texts
+from promptrec.evaluation.zero_shot import select_history_prompt
 
-__all__ = ["Prepared", "prepare", "run_eval_offline", "run_train"]
+__all__ = [
+    "Prepared",
+    "format_table",
+    "prepare",
+    "run_eval_offline",
+    "run_train",
+    "write_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +56,7 @@ class Prepared:
     profiles: np.ndarray | None  # (n_users, text_dim) encoded user prompts (zero rows: none)
     encoder: TextEncoder
     settings: EncoderSettings
+    cache_dir: Path | None = None  # text-vector cache (user prompts of the zero-shot method)
 
 
 def prepare(
@@ -56,13 +69,15 @@ def prepare(
     progress: bool = True,
     encoder: TextEncoder | None = None,
     skip_users: int = 0,
+    strict: bool = False,
 ) -> Prepared:
     """Load, split and encode (see the module docstring).
 
     ``skip_users`` drops the first N users (by first interaction), so that ``eval stream
-    --users N`` can replay users the model never saw.
+    --users N`` can replay users the model never saw. ``strict`` makes the first bad data row an
+    error instead of a counted skip.
     """
-    dataset = load_dataset(data, fmt)
+    dataset = load_dataset(data, fmt, strict=strict)
     if skip_users:
         dataset = dataset.without_users(set(dataset.first_users(skip_users)))
     log.info("%s", dataset.summary())
@@ -77,7 +92,7 @@ def prepare(
             split.user_ids, dataset, prompts, settings.user_prompt, settings.max_text_chars
         )
         prof = encode_cached(encoder, utexts, cache_dir, progress)
-    return Prepared(dataset, split, text, prof, encoder, settings)
+    return Prepared(dataset, split, text, prof, encoder, settings, cache_dir)
 
 
 def model_config(prep: Prepared, base: ModelConfig) -> ModelConfig:
@@ -101,7 +116,8 @@ def run_train(prep: Prepared, out: Path, base: ModelConfig, train: TrainConfig) 
     """Trains, writes ``out`` (safetensors) and ``out.json``; returns the JSON summary."""
     config = model_config(prep, base)
     result = train_model(prep.split, prep.text, config, train, prep.profiles)
-    test = evaluate(_scorer(prep, result.model), prep.split, "test")
+    ranks = stage_ranks(_scorer(prep, result.model), prep.split, "test")
+    test = metrics_from_ranks(ranks)
     summary = {
         "dataset": prep.dataset.name,
         "format": prep.dataset.format,
@@ -109,6 +125,7 @@ def run_train(prep: Prepared, out: Path, base: ModelConfig, train: TrainConfig) 
         **config_dict(config, train),
         **result.summary(),
         "test": test,
+        "test_intervals": intervals(ranks),
     }
     save_model(out, result.model, summary)
     return summary
@@ -119,48 +136,104 @@ def run_eval_offline(
     base: ModelConfig,
     train: TrainConfig,
     checkpoint: Path | None = None,
+    cold_start: float | None = None,
 ) -> dict[str, Any]:
-    """All methods on the test targets of one split; returns the results.json document."""
+    """All methods on the test targets of one split; returns the results.json document.
+
+    Besides the metrics, the document holds 95 % bootstrap intervals over users
+    (``intervals``), paired tests of ``promptrec`` against every other method (``paired``),
+    for the methods trained here what training did (``training``), the validation grid of the
+    history-prompt zero-shot method (``zero_shot_prompt``) and, with ``cold_start`` (the time
+    cut quantile), the strict cold-start protocol (``cold_start``; it trains its own model on
+    the pre-cut data, even with ``checkpoint``).
+    """
     split = prep.split
-    methods: dict[str, dict[str, float]] = {}
-    seconds: dict[str, float] = {}
+    # Built first: a data set without cold test events fails before any training.
+    cold = cold_start_split(prep.dataset, cold_start) if cold_start is not None else None
+    ranks: dict[str, np.ndarray] = {}
+    training: dict[str, dict[str, Any]] = {}
 
     def timed(name: str, fn: Any) -> None:
         t0 = time.perf_counter()
-        methods[name] = fn()
-        seconds[name] = time.perf_counter() - t0
-        log.info("%s: %s (%.1f s)", name, methods[name], seconds[name])
+        ranks[name] = fn()
+        log.info("%s: %.1f s", name, time.perf_counter() - t0)
 
     if checkpoint is not None:
         model = load_model(checkpoint)
         check_compatible(model.config, prep)
-        timed("promptrec", lambda: evaluate(_scorer(prep, model), split, "test"))
+        timed("promptrec", lambda: stage_ranks(_scorer(prep, model), split, "test"))
     else:
         config = model_config(prep, base)
-        timed("promptrec", lambda: _train_eval(prep, config, train))
+        timed("promptrec", lambda: _train_ranks(prep, config, train, training, "promptrec"))
     id_only = replace(model_config(prep, base), text_dim=0, use_ids=True, profile_dim=0)
-    timed("promptrec-id-only", lambda: _train_eval(prep, id_only, train, profiles=False))
+    timed(
+        "promptrec-id-only",
+        lambda: _train_ranks(prep, id_only, train, training, "promptrec-id-only", False),
+    )
     timed(
         "promptrec-text-zero-shot",
-        lambda: evaluate(select_text_zero_shot(split, prep.text), split, "test"),
+        lambda: stage_ranks(select_text_zero_shot(split, prep.text), split, "test"),
     )
-    timed("pop", lambda: evaluate(PopScorer(split), split, "test"))
-    timed("itemknn", lambda: evaluate(select_itemknn(split), split, "test"))
-    order = ["promptrec", "pop", "itemknn", "promptrec-id-only", "promptrec-text-zero-shot"]
-    return {
+    zero_shot: dict[str, Any] = {}
+    timed("promptrec-zero-shot-prompt", lambda: _zero_shot_prompt_ranks(prep, zero_shot))
+    timed("pop", lambda: stage_ranks(PopScorer(split), split, "test"))
+    timed("itemknn", lambda: stage_ranks(select_itemknn(split), split, "test"))
+    order = [
+        "promptrec",
+        "pop",
+        "itemknn",
+        "promptrec-id-only",
+        "promptrec-text-zero-shot",
+        "promptrec-zero-shot-prompt",
+    ]
+    document = {
         "dataset": prep.dataset.name,
         "protocol": PROTOCOL,
-        "methods": {name: methods[name] for name in order},
+        **uncertainty_report({name: ranks[name] for name in order}, "promptrec"),
+        "training": training,
+        "zero_shot_prompt": zero_shot,
     }
+    if cold is not None:
+        t0 = time.perf_counter()
+        config = model_config(prep, base)
+        document["cold_start"] = run_cold_start(cold, prep.text, prep.profiles, config, train)
+        log.info("cold start: %.1f s", time.perf_counter() - t0)
+    return document
 
 
-def _train_eval(
-    prep: Prepared, config: ModelConfig, train: TrainConfig, profiles: bool = True
-) -> dict[str, float]:
+def _zero_shot_prompt_ranks(prep: Prepared, out: dict[str, Any]) -> np.ndarray:
+    """Test ranks of the history-prompt zero-shot method; its validation grid goes to ``out``."""
+    prompts = PromptTemplates.load(prep.settings.prompts_file)
+    titles = [item.title for item in prep.dataset.items]
+    profiles = [prep.dataset.users.get(user) for user in prep.split.user_ids]
+    scorer, grid = select_history_prompt(
+        prep.split, prep.encoder, prompts, prep.text, titles, profiles, prep.cache_dir
+    )
+    out.update(
+        {
+            "template": scorer.template,
+            "template_text": prompts.template(scorer.template),
+            "recent": scorer.recent,
+            "valid_ndcg10_grid": grid,
+        }
+    )
+    return stage_ranks(scorer, prep.split, "test", batch_size=4096)
+
+
+def _train_ranks(
+    prep: Prepared,
+    config: ModelConfig,
+    train: TrainConfig,
+    training: dict[str, dict[str, Any]],
+    name: str,
+    profiles: bool = True,
+) -> np.ndarray:
+    """Trains ``config``, records its summary under ``training[name]``, returns test ranks."""
     prof = prep.profiles if profiles else None
     result = train_model(prep.split, prep.text, config, train, prof)
+    training[name] = result.summary()
     scorer = ModelScorer(result.model, prep.text, prep.split.item_ids, prof)
-    return evaluate(scorer, prep.split, "test")
+    return stage_ranks(scorer, prep.split, "test")
 
 
 def check_compatible(config: ModelConfig, prep: Prepared) -> None:
@@ -179,16 +252,6 @@ def check_compatible(config: ModelConfig, prep: Prepared) -> None:
         )
     if config.profile_dim and prep.profiles is None:
         raise CheckpointError("checkpoint fuses user profiles; rerun with --user-profile")
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """A plain-text table of ``results["methods"]``."""
-    methods = results["methods"]
-    names = list(next(iter(methods.values())))
-    lines = [f"{'method':<26}" + "".join(f"{n:>9}" for n in names)]
-    for method, metrics in methods.items():
-        lines.append(f"{method:<26}" + "".join(f"{metrics[n]:>9.4f}" for n in names))
-    return "\n".join(lines)
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

@@ -28,6 +28,8 @@ __all__ = [
     "Split",
     "evaluate",
     "metrics_from_ranks",
+    "rank_users",
+    "stage_ranks",
     "target_ranks",
 ]
 
@@ -143,6 +145,43 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dic
     return out
 
 
+def rank_users(
+    scorer: Scorer,
+    users: Sequence[int],
+    histories: Sequence[Sequence[int]],
+    targets: np.ndarray,
+    n_items: int,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """0-based target ranks of ``scorer`` for explicit (user, history, target) triples.
+
+    ``histories[i]`` is what user ``users[i]`` has seen (oldest first, excluded from the
+    ranking) and ``targets[i]`` its target row. Used by :func:`evaluate` and by protocols
+    whose targets are not a :class:`Split` stage (the cold-start protocol).
+    """
+    targets = np.asarray(targets, dtype=np.int64)
+    ranks = []
+    for start in range(0, len(users), batch_size):
+        batch = [int(u) for u in users[start : start + batch_size]]
+        hist = list(histories[start : start + batch_size])
+        scores = scorer.score(batch, hist)
+        if scores.shape != (len(batch), n_items):
+            raise ValueError(f"scorer returned {scores.shape}, want {(len(batch), n_items)}")
+        ranks.append(target_ranks(scores, targets[start : start + batch_size], hist))
+    return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+
+
+def stage_ranks(
+    scorer: Scorer, split: Split, stage: Stage = "test", batch_size: int = 256
+) -> np.ndarray:
+    """Per evaluated user (in user order), the 0-based rank of its ``stage`` target."""
+    targets = split.targets(stage)
+    histories = split.histories(stage)
+    users = np.flatnonzero(targets >= 0)
+    hist = [histories[int(u)] for u in users]
+    return rank_users(scorer, users.tolist(), hist, targets[users], split.n_items, batch_size)
+
+
 def evaluate(
     scorer: Scorer,
     split: Split,
@@ -151,15 +190,4 @@ def evaluate(
     batch_size: int = 256,
 ) -> dict[str, float]:
     """Full-ranking metrics of ``scorer`` on the ``stage`` targets of ``split``."""
-    targets = split.targets(stage)
-    histories = split.histories(stage)
-    users = np.flatnonzero(targets >= 0)
-    ranks = []
-    for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
-        hist = [histories[int(u)] for u in batch]
-        scores = scorer.score([int(u) for u in batch], hist)
-        if scores.shape != (len(batch), split.n_items):
-            raise ValueError(f"scorer returned {scores.shape}, want {(len(batch), split.n_items)}")
-        ranks.append(target_ranks(scores, targets[batch], hist))
-    return metrics_from_ranks(np.concatenate(ranks) if ranks else np.zeros(0), ks)
+    return metrics_from_ranks(stage_ranks(scorer, split, stage, batch_size), ks)

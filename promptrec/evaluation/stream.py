@@ -245,7 +245,7 @@ def run_stream_eval(args: argparse.Namespace) -> int:
     from promptrec.streams.settings import StreamSettings
     from promptrec.streams.topics import TopicNames, ensure_topics
 
-    dataset = load_dataset(args.data, args.format)
+    dataset = load_dataset(args.data, args.format, strict=getattr(args, "strict", False))
     events = select_events(dataset, args.users, args.limit)
     if not events:
         print("promptrec eval stream: error: no events selected", file=sys.stderr)

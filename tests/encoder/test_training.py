@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from promptrec.cli.main import main
-from promptrec.encoder.model import ModelConfig, load_model
+from promptrec.encoder.model import ModelConfig, RecModel, load_model
+from promptrec.encoder.sampling import SampledSoftmax
 from promptrec.encoder.training import ModelScorer, TrainConfig, train_model
 from promptrec.evaluation.baselines import PopScorer
 from promptrec.evaluation.datasets import Dataset, Interaction, ItemRecord, write_jsonl
@@ -65,6 +67,75 @@ def test_model_learns_the_topic_structure_and_beats_pop() -> None:
     assert train_model(split, text, small_config(), short).curve == first.curve
 
 
+@pytest.mark.slow
+def test_sampled_softmax_learns_the_topic_structure() -> None:
+    split = Split.from_dataset(topic_dataset())
+    rng = np.random.default_rng(0)
+    text = 0.3 * rng.normal(size=(split.n_items, 8)).astype(np.float32)
+    text[np.arange(split.n_items), np.arange(split.n_items) // 8] += 1.0
+    pop = evaluate(PopScorer(split), split, "test")
+    for sampler in ("uniform", "pop"):
+        train = TrainConfig(
+            epochs=20, patience=20, batch_size=16, lr=1e-2, progress=False, negatives=4,
+            sampler=sampler,
+        )  # fmt: skip
+        result = train_model(split, text, small_config(dropout=0.1), train)
+        model = evaluate(ModelScorer(result.model, text, split.item_ids), split, "test")
+        assert model["HR@10"] >= 0.8, sampler
+        assert model["NDCG@10"] > pop["NDCG@10"] + 0.3, sampler
+        assert len(result.epoch_seconds) == len(result.curve)
+
+
+def test_sampled_softmax_candidates_and_log_q_correction() -> None:
+    class Tiny:
+        n_items = 5
+        train = [[0, 1, 1, 2], [3, 1]]  # targets (all but the first): 1, 1, 2, 1
+
+    config = small_config(temperature=0.5)
+    device = torch.device("cpu")
+    pos = torch.tensor([1, 1, 2])
+    for sampler, q in (("uniform", np.full(5, 0.2)), ("pop", np.array([1, 4, 2, 1, 1]) / 9)):
+        s = SampledSoftmax(Tiny(), 3, sampler, 0, config, device)
+        cand, labels, log_mix = s.candidates(pos)
+        assert torch.equal(cand[labels], pos)  # every positive is its own candidate column
+        assert torch.equal(cand, torch.unique(cand))  # no column twice
+        p = np.array([0, 3, 1, 0, 0]) / 4
+        expected = np.log((3 * p + 3 * q) / 6)[cand.numpy()]
+        np.testing.assert_allclose(log_mix.numpy(), expected, rtol=1e-6)
+    # The corrected logits are cos / temperature - log m over exactly those candidates.
+    model = RecModel(config, ["a"]).eval()
+    text = torch.randn(5, 8)
+    s = SampledSoftmax(Tiny(), 2, "uniform", 0, config, device)
+    inp, tgt = torch.tensor([[0, 1, -1]]), torch.tensor([[1, 2, -1]])
+    real = tgt >= 0
+    logits, labels = s.logits(model, inp, tgt, real, None, text, torch.zeros(5, dtype=torch.int64))
+    s2 = SampledSoftmax(Tiny(), 2, "uniform", 0, config, device)  # same seed: same candidates
+    cand, _, log_mix = s2.candidates(tgt[real])
+    with torch.no_grad():
+        items = model.adapter(text, torch.zeros(5, dtype=torch.int64))
+        h = torch.nn.functional.normalize(
+            model.sequence(items[inp.clamp(min=0)], None)[real], dim=-1
+        )
+    np.testing.assert_allclose(
+        logits.detach().numpy(), ((h @ items[cand].T) / 0.5 - log_mix).numpy(), atol=1e-5
+    )
+    assert logits.shape == (2, len(cand)) and torch.equal(cand[labels], tgt[real])
+
+
+def test_bad_sampled_softmax_settings_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="negatives"):
+        TrainConfig(negatives=-1)
+    with pytest.raises(ValueError, match="sampler"):
+        TrainConfig(negatives=4, sampler="zipf")
+    with pytest.raises(ValueError, match=">= 1 negative"):
+        SampledSoftmax(object(), 0, "uniform", 0, small_config(), torch.device("cpu"))
+    argv = ["train", "--data", ".", "--format", "jsonl", "--out", "x", "--negatives"]
+    assert main([*argv, "-3"]) == 2
+    assert "--negatives: must be >= 0" in capsys.readouterr().err
+    assert main([*argv, "4", "--sampler", "zipf"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
 def test_profile_fusion_and_id_only_train(tmp_path: Path) -> None:
     split = Split.from_dataset(topic_dataset(n_users=8))
     text = np.zeros((split.n_items, 8), dtype=np.float32)
@@ -90,25 +161,49 @@ def test_train_and_eval_offline_commands(
         "--epochs", "3", "--dim", "16", "--max-len", "8", "--layers", "1",
     ]  # fmt: skip
     ckpt = tmp_path / "model.safetensors"
-    assert main(["train", *common, "--out", str(ckpt), "--user-profile"]) == 0
+    sampled = ["--negatives", "8", "--sampler", "pop"]
+    assert main(["train", *common, "--out", str(ckpt), "--user-profile", *sampled]) == 0
     summary = json.loads(ckpt.with_suffix(".json").read_text())
+    assert (summary["train"]["negatives"], summary["train"]["sampler"]) == (8, "pop")
+    assert summary["seconds_per_epoch"] > 0
     assert summary["model"]["encoder_model"] == tiny_model_dir.name
     assert set(summary["test"]) >= {"HR@10", "NDCG@10", "MRR@10"}
+    assert set(summary["test_intervals"]) == {"NDCG@10", "HR@10"}
     assert load_model(ckpt).config.profile_dim == 32  # the tiny BERT's width
     assert list((tmp_path / "cache").glob("text-*.safetensors"))  # encoded once, cached
 
     out = tmp_path / "results.json"
     assert main(["eval", "offline", *common, "--out", str(out), "--no-user-profile"]) == 0
     results = json.loads(out.read_text())
-    assert set(results) == {"dataset", "protocol", "methods"}
+    assert set(results) == {
+        "dataset", "protocol", "methods", "intervals", "paired", "bootstrap", "training",
+        "zero_shot_prompt",
+    }  # fmt: skip
+    assert "{history}" in results["zero_shot_prompt"]["template_text"]
+    assert len(results["zero_shot_prompt"]["valid_ndcg10_grid"]) == 6
+    assert set(results["training"]) == {"promptrec", "promptrec-id-only"}
+    for name, ci in results["intervals"].items():
+        lo, hi = ci["NDCG@10"]
+        assert lo <= results["methods"][name]["NDCG@10"] <= hi
+    paired = results["paired"]["vs"]
+    assert set(paired) == set(results["methods"]) - {"promptrec"}
+    assert all(0 < t["p_value"] <= 1 and len(t["ci95"]) == 2 for t in paired.values())
     assert list(results["methods"]) == [
         "promptrec", "pop", "itemknn", "promptrec-id-only", "promptrec-text-zero-shot",
+        "promptrec-zero-shot-prompt",
     ]  # fmt: skip
     for metrics in results["methods"].values():
         assert set(metrics) == {
             "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10",
         }  # fmt: skip
-    assert "promptrec-id-only" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "promptrec-id-only" in printed and "NDCG@10 95% CI" in printed and "vs pop" in printed
+
+    # Every user's items are seen early: no cold test event, an error before any training.
+    assert main(["eval", "offline", *common, "--out", str(out), "--cold-start", "0.9"]) == 1
+    assert "no interaction after the 0.9 time cut" in capsys.readouterr().err
+    assert main(["eval", "offline", *common, "--out", str(out), "--cold-start", "0"]) == 2
+    assert "must be in (0, 1)" in capsys.readouterr().err
 
     # The checkpoint needs the profiles it was trained with.
     code = main(
