@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from kafka import TopicPartition as SyncTopicPartition
 
-from promptrec.streams.clients import aiokafka_config, make_admin, make_aio_producer, make_consumer
+from promptrec.streams.clients import (
+    make_admin,
+    make_aio_consumer,
+    make_aio_producer,
+    make_consumer,
+)
 from promptrec.streams.settings import StreamSettings
 
 if TYPE_CHECKING:
@@ -128,18 +133,17 @@ async def passthrough(
     """
     if count < 1 or max_records < 1:
         raise ValueError(f"count and max_records must be >= 1, got {count} and {max_records}")
-    consumer = AIOKafkaConsumer(
+    # The worker's Faust consumer: same fetch wait and fetch size, same group timeouts; built
+    # by the one client factory (security settings included).
+    consumer = make_aio_consumer(
+        settings,
+        "floor",
         group_id=group,
-        client_id=f"{settings.effective_app_id}-floor",
-        auto_offset_reset="earliest",
-        # The worker's Faust consumer: same fetch wait and fetch size, same group timeouts.
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        enable_auto_commit=True,
         fetch_max_bytes=4 * 1024 * 1024,
-        max_partition_fetch_bytes=max(1 << 20, settings.max_event_bytes * 2),
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
         rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
-        **aiokafka_config(settings),
     )
     producer = make_aio_producer(
         settings, linger_ms=0, max_batch_size=settings.recommendations_batch_bytes
