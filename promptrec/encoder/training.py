@@ -102,7 +102,7 @@ class TrainResult:
             "valid": self.valid,
             "valid_ndcg10_curve": [round(x, 5) for x in self.curve],
             "train_seconds": round(self.seconds, 1),
-            "seconds_per_epoch": round(float(np.mean(self.epoch_seconds)), 2)
+            "seconds_per_epoch": round(float(np.mean(self.epoch_seconds)), 6)
             if self.epoch_seconds
             else 0.0,
             "device": self.device,
