@@ -39,7 +39,9 @@ class RecommendAgent(Agent):
         self.recommender = recommender
         self.learner = learner
         self.publisher = publisher
-        self.planner = RecommendPlanner(ctx.settings, ctx.limits, ctx.engine.index)
+        self.planner = RecommendPlanner(
+            ctx.settings, ctx.limits, ctx.engine.index, ctx.engine.index_settings.filter_key_set
+        )
         self.topic = self.raw_topic(ctx.names.interactions, ctx.names.requests)
 
     def register(self) -> None:
@@ -81,7 +83,13 @@ class RecommendAgent(Agent):
         # await between the commit's reads and its writes, so the feedback agent cannot
         # interleave with them.
         write_histories(ctx, plan.commit(ctx.history.get))
-        for topic, count in Counter(ask.inbound.topic for ask in plan.asks).items():
+        # Requests the compute could not answer (a similar-items seed deleted meanwhile).
+        for i, err in result.rejected.items():
+            await ctx.dead.send(plan.asks[i].inbound, err.reason, err.detail)
+        answered = Counter(
+            ask.inbound.topic for i, ask in enumerate(plan.asks) if i not in result.rejected
+        )
+        for topic, count in answered.items():
             m.events.labels(topic, "ok").inc(count)
         for stage, seconds in result.timings.items():
             m.stage_latency.labels(stage).observe(seconds)
@@ -101,12 +109,18 @@ class RecommendAgent(Agent):
         generated = int(time.time() * 1000)
         records: list[tuple[bytes, bytes]] = []
         strategies = Counter[tuple[str, str]]()
+        explanations = result.explanations or [None] * len(plan.asks)
         for i, ask in enumerate(plan.asks):
+            if i in result.rejected:
+                continue
             rec_id = uuid.uuid4().hex
-            user_id = ask.query.user_id
+            query = ask.query
+            user_id = query.user_id
+            # A similar-items answer without a user is keyed by its seed item.
+            key = user_id or query.item_id or ""
             records.append(
                 (
-                    user_id.encode(),
+                    key.encode(),
                     recommendation_json(
                         rec_id,
                         user_id,
@@ -117,6 +131,8 @@ class RecommendAgent(Agent):
                         ask.ts,
                         generated,
                         ctx.worker_name,
+                        item_id=query.item_id,
+                        explanations=explanations[i],
                     ),
                 )
             )
