@@ -8,12 +8,18 @@ with a bad experiments file and must refuse to start. The tests run in file orde
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.cluster import worker_command
+from promptrec.broker.embedded import EmbeddedBroker
+from promptrec.serving.experiments import bucket_of
 from promptrec.serving.explain import MODEL_REASON, SIMILAR_REASON
 from promptrec.streams.settings import StreamSettings
 from tests.pipeline_fixtures import (
@@ -27,6 +33,7 @@ from tests.pipeline_fixtures import (
     json_bytes,
     now_ms,
     request,
+    settings_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -181,3 +188,148 @@ def test_malformed_requests_are_dead_lettered_and_the_worker_goes_on(
 
 def test_index_holds_the_catalog_minus_the_deleted_item(started: WorkerProcess) -> None:
     assert started.metric("promptrec_index_items") == sum(len(t) for t in TOPICS.values()) - 1
+
+
+# --- experiments: a second worker serving two arms with different item templates ---
+
+EXPERIMENT = {
+    "experiment": "e2e-prompts",
+    "arms": [
+        {"name": "control", "weight": 50},
+        {"name": "short", "weight": 50, "item_prompt": "item_short"},
+    ],
+}
+
+
+def users_per_arm(n: int) -> dict[str, list[str]]:
+    """``n`` user ids of each arm (the assignment is a pure function of experiment and user)."""
+    out: dict[str, list[str]] = {"control": [], "short": []}
+    i = 0
+    while min(len(v) for v in out.values()) < n:
+        user = f"ab-user-{i}"
+        arm = "control" if bucket_of(EXPERIMENT["experiment"], user) < 5000 else "short"
+        if len(out[arm]) < n:
+            out[arm].append(user)
+        i += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def ab_settings(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> StreamSettings:
+    return settings_for(broker.url, tmp_path_factory.mktemp("ab-state"), partitions=2)
+
+
+@pytest.fixture(scope="module")
+def ab_worker(
+    ab_settings: StreamSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    folder = tmp_path_factory.mktemp("ab")
+    path = folder / "experiments.json"
+    path.write_text(json.dumps(EXPERIMENT), encoding="utf-8")
+    env = {
+        "PROMPTREC_PARTITIONS": "2",
+        "PROMPTREC_EXPERIMENTS_FILE": str(path),
+        "PROMPTREC_MODEL_SYNC_INTERVAL_S": "0.5",
+    }
+    proc = WorkerProcess(ab_settings, folder / "worker.log", env=env)
+    p = Producer(ab_settings)
+    for item in catalog_items():
+        p.send("items", item["item_id"], item)
+    p.flush()
+    p.close()
+    proc.start().wait_ready()
+    yield proc
+    proc.stop()
+
+
+def test_two_arm_worker_names_arms_and_keeps_them_stable(
+    ab_worker: WorkerProcess, ab_settings: StreamSettings
+) -> None:
+    users = users_per_arm(3)
+    producer = Producer(ab_settings)
+    recs = Recorder(ab_settings, f"{ab_settings.topic_prefix}recommendations")
+    try:
+        # Every user clicks the same items: answers differ only by the arm's item vectors.
+        sent = []
+        for arm_users in users.values():
+            for user in arm_users:
+                for item in HIKER_ITEMS:
+                    event = interaction(user, item)
+                    sent.append(event["event_id"])
+                    producer.send("interactions", user, event)
+        producer.flush()
+        recs.wait_for(lambda rs: set(sent) <= {r["source_event_id"] for r in rs})
+        first, second = {}, {}
+        for user in users["control"] + users["short"]:
+            first[user] = answer(producer, recs, request(user, k=5), user)
+            second[user] = answer(producer, recs, request(user, k=5), user)
+        for arm, arm_users in users.items():
+            for user in arm_users:
+                assert first[user]["arm"] == second[user]["arm"] == arm, first[user]
+                assert first[user]["experiment"] == "e2e-prompts"
+        assert all(r["arm"] in {"control", "short"} for r in recs.records)
+        assert all(r["experiment"] == "e2e-prompts" for r in recs.records)
+
+        def scores(rec: dict[str, Any]) -> list[tuple[str, float]]:
+            return [(i["item_id"], round(i["score"], 5)) for i in rec["items"]]
+
+        # Same history, same arm: the same answer; same history, other arm: another one.
+        control, short = users["control"], users["short"]
+        assert scores(first[control[0]]) == scores(first[control[1]])
+        assert scores(first[short[0]]) == scores(first[short[1]])
+        assert scores(first[control[0]]) != scores(first[short[0]])
+
+        # Feedback is learned by the head of the arm that made the recommendation.
+        rec = first[short[0]]
+        for n in range(8):
+            producer.send(
+                "feedback",
+                short[0],
+                {
+                    "event_id": uuid.uuid4().hex,
+                    "user_id": short[0],
+                    "item_id": rec["items"][0]["item_id"],
+                    "recommendation_id": rec["recommendation_id"],
+                    "label": n % 2,
+                    "ts": now_ms(),
+                },
+            )
+        producer.flush()
+        recs.wait_for(lambda _: ab_worker.metric("promptrec_arm_feedback_total", arm="short") >= 8)
+        assert ab_worker.metric("promptrec_arm_feedback_total", arm="control") == 0
+        assert ab_worker.metric("promptrec_arm_clicks_total", arm="short") == 4
+        assert ab_worker.metric("promptrec_arm_recommendations_total", arm="control") >= 9
+        assert ab_worker.metric("promptrec_arm_recommendations_total", arm="short") >= 9
+        # The short arm's head moved, the control arm's did not.
+        after = {u: answer(producer, recs, request(u, k=5), u) for u in (control[2], short[2])}
+        assert after[control[2]]["model_version"] == first[control[0]]["model_version"]
+        assert scores(after[control[2]]) == scores(first[control[0]])
+    finally:
+        producer.close()
+        recs.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"experiment": "x", "arms": [{"name": "a", "weight": 60}]}', "weights must sum to 100"),
+        ('{"experiment": "x", "arms": [{"name": "a", "weight": 100, "item_prompt": "nope"}]}',
+         "unknown item_prompt template 'nope'"),
+        ("{not json", "cannot read JSON"),
+    ],
+)  # fmt: skip
+def test_bad_experiments_file_stops_the_worker_with_one_line(
+    broker: EmbeddedBroker, tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "experiments.json"
+    path.write_text(content, encoding="utf-8")
+    settings = settings_for(broker.url, tmp_path / "state", partitions=1)
+    env = {**os.environ, "PROMPTREC_EXPERIMENTS_FILE": str(path)}
+    done = subprocess.run(
+        worker_command(settings), env=env, capture_output=True, timeout=120, check=False
+    )
+    assert done.returncode == 2
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("promptrec worker: error: experiments file ")
+    assert message in lines[0] and str(path) in lines[0]
