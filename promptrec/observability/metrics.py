@@ -364,7 +364,8 @@ class Metrics:
             self.arm_recommendations.labels(arm)
             self.arm_feedback.labels(arm)
             self.arm_clicks.labels(arm)
-            self.arm_auc.labels(arm)
+            # NaN until both labels were seen (0 would be a real, worst value).
+            self.arm_auc.labels(arm).set(float("nan"))
             self._arm_aucs[arm] = RunningAUC()
 
     def observe_arm(self, arm: str, scores: np.ndarray | None, labels: np.ndarray | None) -> None:
