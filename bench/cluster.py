@@ -216,31 +216,48 @@ class Cluster:
 
     # -- producers and consumers --------------------------------------------------------------
 
-    def run_producer(self, phase: str, timeout: float, **options: Any) -> dict[str, Any]:
-        """Run ``python -m bench.producer PHASE`` to completion; returns its JSON summary."""
+    def _command(self, module: str, *positional: str, **options: Any) -> list[str]:
         s = self._s
-        cmd = [sys.executable, "-m", "bench.producer", phase, "--broker", s.broker]
+        cmd = [sys.executable, "-m", module, *positional, "--broker", s.broker]
         cmd += ["--topic-prefix", s.topic_prefix]
         for key, value in options.items():
             cmd += [f"--{key.replace('_', '-')}", str(value)]
+        return cmd
+
+    def run_module(
+        self,
+        module: str,
+        timeout: float,
+        *positional: str,
+        worker_env: bool = False,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Run ``python -m MODULE ... --broker B --topic-prefix P --KEY VALUE...`` to completion.
+
+        ``worker_env``: with the worker's extra environment (its settings). Returns the JSON
+        summary on the last line of its stdout.
+        """
+        env = {**os.environ, **self.worker_env} if worker_env else None
         done = subprocess.run(
-            cmd, capture_output=True, timeout=timeout, check=False, preexec_fn=_die_with_parent
-        )
+            self._command(module, *positional, **options), env=env,
+            capture_output=True, timeout=timeout, check=False, preexec_fn=_die_with_parent,
+        )  # fmt: skip
         if done.returncode != 0:
-            raise RuntimeError(f"producer {phase} failed:\n{done.stderr.decode()[-3000:]}")
+            raise RuntimeError(f"{module} {' '.join(positional)} failed:\n"
+                               f"{done.stderr.decode()[-3000:]}")  # fmt: skip
         result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
         return result
 
+    def run_producer(self, phase: str, timeout: float, **options: Any) -> dict[str, Any]:
+        """Run ``python -m bench.producer PHASE`` to completion; returns its JSON summary."""
+        return self.run_module("bench.producer", timeout, phase, **options)
+
     def start_producer(self, phase: str, **options: Any) -> subprocess.Popen[bytes]:
         """Start ``python -m bench.producer PHASE`` in the background."""
-        s = self._s
-        cmd = [sys.executable, "-m", "bench.producer", phase, "--broker", s.broker]
-        cmd += ["--topic-prefix", s.topic_prefix]
-        for key, value in options.items():
-            cmd += [f"--{key.replace('_', '-')}", str(value)]
         return subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
-        )
+            self._command("bench.producer", phase, **options),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
+        )  # fmt: skip
 
     def producer(self) -> KafkaProducer:
         """A low-latency producer for the driver's own records (requests, probe items)."""

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +25,8 @@ __all__ = [
     "percentiles",
     "print_table",
     "rss_bytes",
+    "start_profiler",
+    "stop_profiler",
     "write_json",
 ]
 
@@ -136,6 +142,38 @@ def rss_bytes(pid: int) -> tuple[int, int]:
         if key in values:
             values[key] = int(line.split()[1]) * 1024
     return values["VmRSS"], values["VmHWM"]
+
+
+def start_profiler(pid: int, path: Path, idle: bool = False) -> subprocess.Popen[bytes] | None:
+    """Start ``py-spy record`` on ``pid`` writing ``path`` (SVG flame graph, else raw stacks).
+
+    ``idle``: also sample threads that wait (where a latency-bound loop spends its time).
+    """
+    # The venv's bin folder first: it is not on PATH when promptrec is run as .venv/bin/promptrec.
+    exe = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if exe is None:
+        print("py-spy not found (pip install py-spy); no profile")
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # .svg: flame graph; anything else: collapsed stacks ("raw"), one line per stack and count.
+    fmt = "flamegraph" if path.suffix == ".svg" else "raw"
+    cmd = [exe, "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--threads"]
+    cmd += ["--format", fmt, "-o", str(path)] + (["--idle"] if idle else [])
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop_profiler(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a :func:`start_profiler` process; py-spy writes its file then."""
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGINT)  # py-spy writes the file on SIGINT
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    if proc.returncode not in (0, -signal.SIGINT):
+        print(f"py-spy exited {proc.returncode}: {err.decode()[-500:]}")
 
 
 class Stopwatch:

@@ -6,22 +6,27 @@ Setup: embedded broker + one worker process; a producer process publishes the ge
 consumes the recommendations topic and counts recommendations whose source is one of those
 interactions; latency = receipt time - source ``ts``. Worker CPU is the utime+stime delta of
 ``/proc/<pid>/stat`` over the run, RSS is VmRSS (final) and VmHWM (peak).
+
+Each rate is a fresh stream: it starts only once the worker has been idle for ``--settle`` s
+(no backlog of the previous rate), and the steady latency leaves out the first ``--ramp`` s of
+sends. With ``--floor`` (default) every MAX run (or the first run, without one) is followed by
+:mod:`bench.floor` on the very same interactions (the run's offset range of that topic, already
+produced): a raw aiokafka consume -> produce passthrough with the worker's batch and producer
+settings. ``ratio_to_floor`` = the worker's events/s at MAX over the floor's, measured minutes
+apart on the same broker, so machine noise affects both.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.common import cpu_seconds, percentiles, print_table, write_json
+from bench.common import cpu_seconds, percentiles, start_profiler, stop_profiler, write_json
+from bench.floor import end_offsets, run_floor
+from bench.pipeline_report import print_result, stage_diff, stage_totals
 
 if TYPE_CHECKING:
     from bench.cluster import Cluster
@@ -80,6 +85,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="worker encoder model folder (default: all-MiniLM-L6-v2)")  # fmt: skip
     p.add_argument("--profile", type=Path, default=None,
                    help="py-spy flame graph (SVG) of the worker during the first rate")  # fmt: skip
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="paced rates send rate*S events instead of --events")  # fmt: skip
+    p.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the raw passthrough floor on the MAX run's events")  # fmt: skip
+    p.add_argument("--settle", type=float, default=2.0, metavar="S",
+                   help="before each rate, wait until the worker was idle S s")  # fmt: skip
+    p.add_argument("--ramp", type=float, default=1.0, metavar="S",
+                   help="steady latency: without events sent in a stream's first S s")  # fmt: skip
     p.add_argument("--idle-timeout", type=float, default=30.0,
                    help="stop waiting after S s without a recommendation")  # fmt: skip
     p.add_argument("--ready-timeout", type=float, default=1800.0,
@@ -87,57 +100,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="JSON result file")
 
 
-def _start_profiler(pid: int, path: Path) -> subprocess.Popen[bytes] | None:
-    # The venv's bin folder first: it is not on PATH when promptrec is run as .venv/bin/promptrec.
-    exe = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
-    if exe is None:
-        print("py-spy not found (pip install py-spy); no profile")
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # .svg: flame graph; anything else: collapsed stacks ("raw"), one line per stack and count.
-    fmt = "flamegraph" if path.suffix == ".svg" else "raw"
-    cmd = [exe, "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--threads"]
-    cmd += ["--format", fmt, "-o", str(path)]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _stop_profiler(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None:
-        return
-    proc.send_signal(signal.SIGINT)  # py-spy writes the file on SIGINT
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    if proc.returncode not in (0, -signal.SIGINT):
-        print(f"py-spy exited {proc.returncode}: {err.decode()[-500:]}")
-
-
-def _stage_totals(cluster: Cluster) -> dict[str, Any]:
-    """Worker-side stage seconds and batch sizes from its Prometheus endpoint."""
-    out: dict[str, Any] = {"stage_seconds": {}, "batches": {}}
+def _interactions_done(cluster: Cluster) -> float:
+    """Interactions and requests the worker has finished (any outcome), from its metrics."""
+    total = 0.0
     for (name, labels), value in cluster.metrics().items():
-        lab = dict(labels)
-        key = lab.get("stage") or lab.get("agent") or "?"
-        if name == "promptrec_stage_seconds_sum":
-            out["stage_seconds"][key] = value
-        elif name == "promptrec_batch_size_sum":
-            out["batches"].setdefault(key, {})["events"] = value
-        elif name == "promptrec_batch_size_count":
-            out["batches"].setdefault(key, {})["batches"] = value
-    return out
+        if name == "promptrec_events_total" and dict(labels).get("topic") in (
+            "interactions",
+            "recommendation-requests",
+        ):
+            total += value
+    return total
 
 
-def _diff(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    stages = {k: v - before["stage_seconds"].get(k, 0.0) for k, v in after["stage_seconds"].items()}
-    batches = {}
-    for k, v in after["batches"].items():
-        b = before["batches"].get(k, {})
-        n = v.get("batches", 0) - b.get("batches", 0)
-        e = v.get("events", 0) - b.get("events", 0)
-        batches[k] = {"batches": n, "events": e, "mean_size": e / n if n else 0.0}
-    return {"stage_seconds": stages, "batches": batches}
+def wait_idle(cluster: Cluster, settle: float, timeout: float = 600.0) -> float:
+    """Wait until the worker finished no event for ``settle`` s; returns seconds waited."""
+    t0 = last_change = time.monotonic()
+    last = _interactions_done(cluster)
+    while time.monotonic() - last_change < settle:
+        if time.monotonic() - t0 > timeout:
+            print(f"  worker still busy after {timeout:.0f} s; starting anyway")
+            break
+        cluster.check_alive()
+        time.sleep(min(0.2, settle))
+        now = _interactions_done(cluster)
+        if now != last:
+            last, last_change = now, time.monotonic()
+    return time.monotonic() - t0
+
+
+def events_for(args: argparse.Namespace, rate: float) -> int:
+    """Interactions of one run: ``--events``, or ``rate * --duration`` for a paced rate."""
+    if rate > 0 and args.duration:
+        return max(1, int(rate * args.duration))
+    return int(args.events)
 
 
 def run_events(
@@ -147,17 +142,20 @@ def run_events(
     tag: str,
     profile: Path | None = None,
 ) -> dict[str, Any]:
-    """Publish ``args.events`` interactions at ``rate`` and collect their recommendations."""
+    """Publish interactions at ``rate`` and collect their recommendations."""
+    n_events = events_for(args, rate)
     consumer = cluster.recommendations_consumer(from_end=True)
     prefix = f"{tag}-"
-    stages0 = _stage_totals(cluster)
+    offsets0 = end_offsets(cluster._s, cluster.names.interactions, cluster.partitions)
+    stages0 = stage_totals(cluster)
     cpu0, bcpu0 = cluster.cpu(), cpu_seconds(cluster.broker.pid or 0)
-    profiler = _start_profiler(cluster.pid, profile) if profile else None
+    profiler = start_profiler(cluster.pid, profile) if profile else None
     producer = cluster.start_producer(
-        "events", items=args.items, users=args.users, events=args.events, rate=rate,
+        "events", items=args.items, users=args.users, events=n_events, rate=rate,
         seed=args.seed, event_prefix=prefix,
     )  # fmt: skip
-    latencies: list[float] = []
+    # (source ts in epoch ms, latency ms) per recommendation
+    samples: list[tuple[int, float]] = []
     seen: set[str] = set()
     duplicates = 0
     first_rec = last_rec = 0.0
@@ -166,7 +164,7 @@ def run_events(
     next_rss = 0.0
     sent: dict[str, Any] | None = None
     try:
-        while len(seen) < args.events:
+        while len(seen) < n_events:
             cluster.check_alive()
             polled = consumer.poll(timeout_ms=100)
             now = time.time()
@@ -180,7 +178,7 @@ def run_events(
                         duplicates += 1
                         continue
                     seen.add(source_id)
-                    latencies.append(now * 1000.0 - rec["source_ts"])
+                    samples.append((rec["source_ts"], now * 1000.0 - rec["source_ts"]))
                     first_rec = first_rec or now
                     last_rec = now
                     idle_since = time.monotonic()
@@ -197,7 +195,7 @@ def run_events(
                 print(f"  no recommendation for {args.idle_timeout:.0f} s; stopping this run")
                 break
     finally:
-        _stop_profiler(profiler)
+        stop_profiler(profiler)
         if producer.poll() is None:
             producer.terminate()
         consumer.close()
@@ -208,22 +206,47 @@ def run_events(
     bcpu = cpu_seconds(cluster.broker.pid or 0) - bcpu0
     rss_now, rss_hwm = cluster.rss()
     received = len(seen)
-    span = max(last_rec - float(sent.get("first_send", first_rec)), 1e-9)
+    first_send = float(sent.get("first_send", first_rec))
+    span = max(last_rec - first_send, 1e-9)
+    throughput = received / span if received else 0.0
+    send_rate = float(sent.get("send_rate", 0.0))
+    ramp_end_ms = (first_send + args.ramp) * 1000.0
     return {
         "rate": "MAX" if rate == 0 else rate,
         "events_sent": int(sent.get("sent", 0)),
-        "producer_send_rate": float(sent.get("send_rate", 0.0)),
+        "producer_send_rate": send_rate,
+        "producer_behind_s": float(sent.get("max_behind_schedule_s", 0.0)),
         "recommendations": received,
         "duplicate_recommendations": duplicates,
         "missing": int(sent.get("sent", 0)) - received,
-        "throughput_eps": received / span if received else 0.0,
-        "latency_ms": percentiles(latencies),
+        "throughput_eps": throughput,
+        # Paced: the worker answered at the send rate (an overloaded one falls behind, and its
+        # latency then grows with the stream's length). MAX: not applicable.
+        "keeps_up": None if rate == 0 else bool(received and throughput >= 0.9 * send_rate),
+        "latency_ms": percentiles([lat for _, lat in samples]),
+        "steady_latency_ms": percentiles([lat for ts, lat in samples if ts >= ramp_end_ms]),
         "worker_cpu_s": cpu,
         "worker_cpu_ms_per_event": 1000.0 * cpu / received if received else float("nan"),
         "broker_cpu_ms_per_event": 1000.0 * bcpu / received if received else float("nan"),
         "worker_rss_mb": {"final": rss_now / MB, "peak": max(rss_hwm, rss_peak) / MB},
-        "worker_stages": _diff(_stage_totals(cluster), stages0),
+        "worker_stages": stage_diff(stage_totals(cluster), stages0),
+        # Where the floor starts reading this run's events (read before they were produced).
+        "interactions_start": offsets0,
+        "event_prefix": prefix,
     }
+
+
+def _with_floor(cluster: Cluster, run: dict[str, Any]) -> None:
+    """Run the floor on the run's interactions; adds ``floor`` and ``ratio_to_floor``."""
+    start = {int(p): o for p, o in run["interactions_start"].items()}
+    n = run["events_sent"]
+    print(f"  floor: raw passthrough of the same {n} events")
+    marker = f'"event_id":"{run["event_prefix"]}'
+    floor = run_floor(cluster, start, n, marker, timeout=300 + n / 100)
+    run["floor"] = floor
+    eps = floor["events_per_s"]
+    run["ratio_to_floor"] = run["throughput_eps"] / eps if run["rate"] == "MAX" and eps else None
+    print(f"  floor {eps:,.0f} events/s vs worker {run['throughput_eps']:,.0f}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,6 +257,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     worker_args = ["--device", args.device]
     if args.model_dir is not None:
         worker_args += ["--model-dir", str(args.model_dir)]
+    floor_at = {n for n, rate in enumerate(args.rate) if rate == 0} or {0}
     with Cluster(env, worker_args, partitions=args.partitions) as cluster:
         t0 = time.perf_counter()
         cluster.start_worker()
@@ -255,58 +279,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runs = []
         for n, rate in enumerate(args.rate):
             label = "MAX" if rate == 0 else f"{rate:g}/s"
-            print(f"run {n + 1}/{len(args.rate)}: {args.events} interactions at {label}")
+            wait_idle(cluster, args.settle)
+            print(f"run {n + 1}/{len(args.rate)}: {events_for(args, rate)} interactions at {label}")
             prof = args.profile if n == 0 else None
             runs.append(run_events(cluster, args, rate, f"r{n}", prof))
+            if args.floor and n in floor_at:
+                _with_floor(cluster, runs[-1])
         final_rss = cluster.rss()
+    floors = [r for r in runs if r.get("floor")]
+    ratios = [r["ratio_to_floor"] for r in floors if r.get("ratio_to_floor") is not None]
     result = {
         "config": {
             "items": args.items,
             "users": args.users,
             "events": args.events,
+            "duration_s": args.duration,
             "profiles": args.profiles,
             "partitions": args.partitions,
             "device": args.device,
             "model_dir": str(args.model_dir) if args.model_dir else "default",
             "worker_env": env,
+            "floor": args.floor,
+            "settle_s": args.settle,
+            "ramp_s": args.ramp,
         },
         "worker_startup_s": startup,
         "warm_up_s": warm,
         "catalog": catalog,
+        "floor_events_per_s": floors[0]["floor"]["events_per_s"] if floors else None,
+        "ratio_to_floor": ratios[0] if ratios else None,
         "runs": runs,
         "worker_rss_mb_end": {"final": final_rss[0] / MB, "peak": final_rss[1] / MB},
     }
-    _print(result)
+    print_result(result)
     write_json(args.out, "pipeline", result)
     return result
-
-
-def _print(result: dict[str, Any]) -> None:
-    c = result["catalog"]
-    print_table(
-        "catalog (items + user profiles, prompt-wrapped, encoded once)",
-        ["items", "profiles", "encode s", "texts/s"],
-        [[c["items"], c["user_profiles"], c["encode_s"], c["texts_per_s"]]],
-    )
-    rows = []
-    for r in result["runs"]:
-        lat = r["latency_ms"]
-        rows.append([
-            str(r["rate"]), r["events_sent"], r["recommendations"], r["throughput_eps"],
-            lat["p50"], lat["p95"], lat["p99"], lat["max"], r["worker_cpu_ms_per_event"],
-            r["worker_rss_mb"]["peak"], r["worker_rss_mb"]["final"],
-        ])  # fmt: skip
-    print_table(
-        "pipeline (one recommendation per interaction)",
-        ["rate", "sent", "recs", "events/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
-         "cpu ms/ev", "rss peak MB", "rss MB"],
-        rows,
-    )  # fmt: skip
-    for r in result["runs"]:
-        stages = r["worker_stages"]
-        n = max(r["recommendations"], 1)
-        parts = ", ".join(
-            f"{k} {1e6 * v / n:.0f}" for k, v in sorted(stages["stage_seconds"].items()) if v
-        )
-        mean = stages["batches"].get("recommend", {}).get("mean_size", 0.0)
-        print(f"  rate {r['rate']}: worker stage us/event: {parts}; mean batch {mean:.1f}")

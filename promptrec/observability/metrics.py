@@ -193,9 +193,12 @@ class Metrics:
         )
         self.online_auc = Gauge(
             "promptrec_online_auc",
-            "AUC of the head on incoming feedback, scored before learning from it.",
+            "AUC of the head on incoming feedback, scored before learning from it; NaN until "
+            "both labels were seen.",
             registry=r,
         )
+        # NaN, not 0: an AUC of 0 is a real (worst) value, and "not computed yet" must differ.
+        self.online_auc.set(float("nan"))
         self.catalog_ready = Gauge(
             "promptrec_catalog_ready", "1 once the catalog replay has caught up.", registry=r
         )

@@ -193,11 +193,6 @@ class StreamSettings(ServingSettings):
         """The Faust app id: ``app_id`` or, when unset, the topic prefix without its separator."""
         return self.app_id or self.topic_prefix.rstrip("._-") or "promptrec"
 
-    @property
-    def faust_broker(self) -> str:
-        """The broker setting in Faust's URL form."""
-        return ";".join(f"kafka://{s}" for s in self.bootstrap_servers)
-
 
 _FAULT_STAGES = ("encode", "recommend", "learn", "checkpoint", "sync")
 

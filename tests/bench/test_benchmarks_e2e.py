@@ -36,7 +36,7 @@ def test_pipeline_bench_tiny(tiny_model_dir: Path, tmp_path: Path) -> None:
     code = main([
         "bench", "pipeline", "--items", "60", "--users", "20", "--events", "300",
         "--rate", "MAX,300", "--partitions", "2", "--model-dir", str(tiny_model_dir),
-        "--idle-timeout", "20", "--out", str(out),
+        "--idle-timeout", "20", "--ramp", "0.2", "--out", str(out),
     ])  # fmt: skip
     assert code == 0
     doc = json.loads(out.read_text())
@@ -55,6 +55,19 @@ def test_pipeline_bench_tiny(tiny_model_dir: Path, tmp_path: Path) -> None:
         assert r["throughput_eps"] >= 1.0
         assert 0 < r["worker_rss_mb"]["final"] <= r["worker_rss_mb"]["peak"]
         assert r["worker_stages"]["batches"]["recommend"]["events"] >= 300
+        assert r["steady_latency_ms"]["n"] <= lat["n"]
+    # The floor ran once, on the MAX run's very events, and copied each one.
+    max_run, paced = doc["runs"]
+    assert max_run["floor"]["events"] == 300 and "floor" not in paced
+    assert doc["floor_events_per_s"] == max_run["floor"]["events_per_s"] > 0
+    assert doc["ratio_to_floor"] == pytest.approx(
+        max_run["throughput_eps"] / doc["floor_events_per_s"]
+    )
+    assert max_run["keeps_up"] is None and isinstance(paced["keeps_up"], bool)
+    assert "ratio_to_floor" not in paced
+    # A paced stream's steady part: the events sent after its first 0.2 s.
+    steady = paced["steady_latency_ms"]
+    assert 0 < steady["n"] < 300 and steady["max"] <= paced["latency_ms"]["max"]
 
 
 @pytest.mark.integration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -130,6 +131,15 @@ def test_running_auc(scores: list[float], labels: list[int], expected: float) ->
     auc = RunningAUC()
     auc.update_many(np.array(scores), np.array(labels))
     assert auc.value() == pytest.approx(expected)
+
+
+def test_online_auc_is_nan_until_both_labels_are_seen() -> None:
+    m = Metrics()
+    assert math.isnan(samples(m)[("promptrec_online_auc", ())])
+    m.observe_auc(np.array([0.9, 0.8]), np.array([1.0, 1.0]))
+    assert math.isnan(samples(m)[("promptrec_online_auc", ())])
+    m.observe_auc(np.array([0.95]), np.array([0.0]))  # the negative outranks both positives
+    assert samples(m)[("promptrec_online_auc", ())] == 0.0
 
 
 def test_running_auc_needs_both_labels_and_forgets_old_pairs() -> None:
