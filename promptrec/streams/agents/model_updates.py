@@ -75,7 +75,7 @@ class ModelUpdateReader(TopicFollower):
                 )
                 base = ScoringHead(head.dim, hidden=head.hidden, learning_rate=head.learning_rate)
             await self.ctx.stages.run("sync", sync.rebase, base)
-        log.info("rebuilding the scoring head(s) from %d model updates", records)
+        log.info("rebuilding the scoring head from %d model updates", records)
 
     async def handle(self, tp: TopicPartition, messages: list[ConsumerRecord[Any, Any]]) -> None:
         """Decode and merge; an unusable record is dead-lettered and skipped."""
