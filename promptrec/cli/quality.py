@@ -1,4 +1,4 @@
-"""``promptrec train``, ``promptrec eval offline`` and ``promptrec eval stream``.
+"""``promptrec train``, ``promptrec eval offline``, ``promptrec eval stream`` and ``eval ab``.
 
 Registered by :mod:`promptrec.cli.main`. Torch, the encoder and the broker are imported inside
 the command functions so that ``promptrec --help`` stays fast. Exit codes: 0 success, 1 runtime
@@ -186,6 +186,14 @@ def _cmd_eval_stream(args: argparse.Namespace) -> int:
     return int(run_stream_eval(args))
 
 
+def _cmd_eval_ab(args: argparse.Namespace) -> int:
+    from promptrec.evaluation.ab import run_ab_eval
+
+    if not args.experiments.is_file():
+        raise _Usage(f"--experiments {args.experiments}: no such file")
+    return int(run_ab_eval(args))
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="data folder")
     p.add_argument("--format", choices=_FORMATS, required=True, help="data format")
@@ -292,3 +300,21 @@ def register(sub: Any) -> None:
     p.add_argument("--plot", type=Path, help=f"HR@10 per time window, PNG ({_PLOT_HELP})")
     p.add_argument("--timeout", type=positive_float, default=60.0, help="per-event wait, s")
     p.set_defaults(func=lambda a: _run("eval stream", _cmd_eval_stream, a))
+
+    text = (
+        "A/B replay: a worker serving the arms of --experiments, simulated clicks from the "
+        "users' future -> per-arm CTR and HR@10 with 95% intervals."
+    )
+    p = evsub.add_parser("ab", help=text, description=text)
+    _add_common(p)
+    p.add_argument(
+        "--experiments", type=Path, required=True, help="experiments file (two or more arms)"
+    )
+    p.add_argument(
+        "--limit", type=non_negative_int, default=0, help="replay only the first N events (0: all)"
+    )
+    p.add_argument(
+        "--users", type=non_negative_int, default=0, help="only the first N users (0: all)"
+    )
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="per-event wait, s")
+    p.set_defaults(func=lambda a: _run("eval ab", _cmd_eval_ab, a))

@@ -37,12 +37,13 @@ import time
 import urllib.request
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StreamScore", "run_replay", "run_stream_eval"]
+__all__ = ["StreamScore", "replay_worker", "run_replay", "run_stream_eval", "select_events"]
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,12 @@ def run_replay(
     timeout: float = 60.0,
     lookahead: int = 512,
     progress: bool = True,
+    on_recommendation: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """Replays ``events`` (time-ordered :class:`Interaction`) against a running worker.
+
+    ``on_recommendation`` sees every decoded recommendation as it arrives (``eval ab`` turns
+    them into simulated feedback).
 
     Returns the ``stream`` section of results.json.
     """
@@ -191,6 +196,8 @@ def run_replay(
             for batch in consumer.poll(timeout_ms=20 if sent_now else 100).values():
                 for record in batch:
                     rec = decode_recommendation(record.value, limits, max_ts=1 << 62)
+                    if on_recommendation is not None:
+                        on_recommendation(rec)
                     latest[rec.user_id] = [s.item_id for s in rec.items]
                     if pending.get(rec.user_id) == rec.source_event_id:
                         del pending[rec.user_id]
@@ -240,10 +247,7 @@ def select_events(dataset: Any, users: int, limit: int) -> list[Any]:
 
 def run_stream_eval(args: argparse.Namespace) -> int:
     """The ``promptrec eval stream`` command body."""
-    from promptrec.broker.embedded import EmbeddedBroker, free_port
     from promptrec.evaluation.datasets import load_dataset
-    from promptrec.streams.settings import StreamSettings
-    from promptrec.streams.topics import TopicNames, ensure_topics
 
     dataset = load_dataset(args.data, args.format, strict=getattr(args, "strict", False))
     events = select_events(dataset, args.users, args.limit)
@@ -252,59 +256,16 @@ def run_stream_eval(args: argparse.Namespace) -> int:
         return 2
     users = {e.user_id for e in events}
     progress = not args.quiet
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="promptrec-ev-") as tmp:
-        port = free_port()
-        settings = StreamSettings(
-            broker=broker.url,
-            topic_prefix=f"ev{uuid.uuid4().hex[:8]}.",
-            partitions=1,
-            state_dir=Path(tmp) / "state",
-            metrics_port=port,
-            min_event_ts=0,
-        )
-        ensure_topics(settings)
-        names = TopicNames.from_settings(settings)
-        _publish_catalog(settings, names, dataset, users)
-        env = {
-            **os.environ,
-            "PROMPTREC_MIN_EVENT_TS": "0",  # MovieLens-100K is from 1997-98
-            "PROMPTREC_PARTITIONS": "1",
-            "PROMPTREC_HISTORY_LEN": "1000",  # exclude every seen item, as offline
-            "PROMPTREC_RECENT_ITEMS": "50",
-            "PROMPTREC_TOP_K": str(K),
-            "PROMPTREC_CHECKPOINT_INTERVAL_S": "3600",
-        }
-        if args.checkpoint is not None:
-            env["PROMPTREC_ENCODER_CHECKPOINT"] = str(args.checkpoint)
-        for key, value in (("PROMPTREC_ENCODER_MODEL_DIR", args.model_dir),):
-            if value is not None:
-                env[key] = str(value)
-        if args.device:
-            env["PROMPTREC_ENCODER_DEVICE"] = args.device
-        log_file = Path(tmp) / "worker.log"
-        cmd = [
-            sys.executable, "-m", "promptrec", "worker",
-            "--broker", settings.broker, "--topic-prefix", settings.topic_prefix,
-            "--state-dir", str(settings.state_dir), "--metrics-port", str(port),
-            "--log-level", "warn",
-        ]  # fmt: skip
-        with log_file.open("ab") as sink:
-            proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
-        try:
-            _wait_ready(proc, port, log_file, timeout=600.0)
+    try:
+        with replay_worker(
+            dataset, users, checkpoint=args.checkpoint, model_dir=args.model_dir, device=args.device
+        ) as settings:
             stream = run_replay(
                 settings, dataset, events, args.windows, args.timeout, progress=progress
             )
-        except RuntimeError as exc:
-            print(f"promptrec eval stream: error: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    except RuntimeError as exc:
+        print(f"promptrec eval stream: error: {exc}", file=sys.stderr)
+        return 1
     results = {
         "dataset": dataset.name,
         "protocol": (
@@ -331,6 +292,77 @@ def run_stream_eval(args: argparse.Namespace) -> int:
         plot_stream(stream, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+@contextmanager
+def replay_worker(
+    dataset: Any,
+    users: set[str],
+    *,
+    checkpoint: Path | None = None,
+    model_dir: Path | None = None,
+    device: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Any]:
+    """An embedded broker, fresh topics with the catalog, one ready worker: yields its settings.
+
+    ``extra_env`` adds worker settings (``eval ab`` passes ``PROMPTREC_EXPERIMENTS_FILE``).
+
+    Raises:
+        RuntimeError: The worker exited or did not get ready.
+    """
+    from promptrec.broker.embedded import EmbeddedBroker, free_port
+    from promptrec.streams.settings import StreamSettings
+    from promptrec.streams.topics import TopicNames, ensure_topics
+
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="promptrec-ev-") as tmp:
+        port = free_port()
+        settings = StreamSettings(
+            broker=broker.url,
+            topic_prefix=f"ev{uuid.uuid4().hex[:8]}.",
+            partitions=1,
+            state_dir=Path(tmp) / "state",
+            metrics_port=port,
+            min_event_ts=0,
+        )
+        ensure_topics(settings)
+        names = TopicNames.from_settings(settings)
+        _publish_catalog(settings, names, dataset, users)
+        env = {
+            **os.environ,
+            "PROMPTREC_MIN_EVENT_TS": "0",  # MovieLens-100K is from 1997-98
+            "PROMPTREC_PARTITIONS": "1",
+            "PROMPTREC_HISTORY_LEN": "1000",  # exclude every seen item, as offline
+            "PROMPTREC_RECENT_ITEMS": "50",
+            "PROMPTREC_TOP_K": str(K),
+            "PROMPTREC_CHECKPOINT_INTERVAL_S": "3600",
+            **(extra_env or {}),
+        }
+        if checkpoint is not None:
+            env["PROMPTREC_ENCODER_CHECKPOINT"] = str(checkpoint)
+        if model_dir is not None:
+            env["PROMPTREC_ENCODER_MODEL_DIR"] = str(model_dir)
+        if device:
+            env["PROMPTREC_ENCODER_DEVICE"] = device
+        log_file = Path(tmp) / "worker.log"
+        cmd = [
+            sys.executable, "-m", "promptrec", "worker",
+            "--broker", settings.broker, "--topic-prefix", settings.topic_prefix,
+            "--state-dir", str(settings.state_dir), "--metrics-port", str(port),
+            "--log-level", "warn",
+        ]  # fmt: skip
+        with log_file.open("ab") as sink:
+            proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        try:
+            _wait_ready(proc, port, log_file, timeout=600.0)
+            yield settings
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _publish_catalog(settings: Any, names: Any, dataset: Any, users: set[str]) -> None:

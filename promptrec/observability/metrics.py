@@ -265,6 +265,33 @@ class Metrics:
             registry=r,
         )
         self.info = Info("promptrec_worker", "Static facts about the worker.", registry=r)
+        # Per experiment arm (label values: the arm names of PROMPTREC_EXPERIMENTS_FILE, or
+        # "default"); separate series so the unlabelled totals above keep their meaning.
+        self.arm_recommendations = Counter(
+            "promptrec_arm_recommendations",
+            "Recommendations published, by experiment arm.",
+            ["arm"],
+            registry=r,
+        )
+        self.arm_feedback = Counter(
+            "promptrec_arm_feedback",
+            "Feedback events learned by an arm's head, by arm.",
+            ["arm"],
+            registry=r,
+        )
+        self.arm_clicks = Counter(
+            "promptrec_arm_clicks",
+            "Positive feedback (label/target above 0.5) on an arm's recommendations, by arm.",
+            ["arm"],
+            registry=r,
+        )
+        self.arm_auc = Gauge(
+            "promptrec_arm_online_auc",
+            "AUC of an arm's head on incoming feedback, scored before learning from it.",
+            ["arm"],
+            registry=r,
+        )
+        self._arm_aucs: dict[str, RunningAUC] = {}
         self.auc = RunningAUC()
         self._server: WSGIServer | None = None
         self._init_labels()
@@ -333,6 +360,28 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def init_arms(self, arms: Iterable[str]) -> None:
+        """Create the per-arm series at zero; only these arm names are ever used as labels."""
+        for arm in arms:
+            self.arm_recommendations.labels(arm)
+            self.arm_feedback.labels(arm)
+            self.arm_clicks.labels(arm)
+            # NaN until both labels were seen (0 would be a real, worst value).
+            self.arm_auc.labels(arm).set(float("nan"))
+            self._arm_aucs[arm] = RunningAUC()
+
+    def observe_arm(self, arm: str, scores: np.ndarray | None, labels: np.ndarray | None) -> None:
+        """Count an arm's learned feedback and clicks and refresh its online AUC."""
+        if scores is None or labels is None:
+            return
+        self.arm_feedback.labels(arm).inc(len(labels))
+        self.arm_clicks.labels(arm).inc(int((labels > 0.5).sum()))
+        auc = self._arm_aucs.setdefault(arm, RunningAUC())
+        auc.update_many(scores, labels)
+        value = auc.value()
+        if value is not None:
+            self.arm_auc.labels(arm).set(value)
 
     def observe_auc(self, scores: np.ndarray, labels: np.ndarray) -> None:
         """Record pre-update predictions and refresh the online AUC gauge."""

@@ -350,22 +350,66 @@ def _partition_stalls() -> RowSpec:
     )
 
 
+def _arms(arms: Sequence[str] = ()) -> RowSpec:
+    """One row comparing the experiment arms (``default`` alone without an experiment)."""
+    # Without names: every arm the workers export (bounded: the names of the experiments file).
+    sel = f'{{instance=~"$instance", arm=~"{"|".join(arms)}"}}' if arms else _I
+
+    def per_arm(metric: str) -> str:
+        return f"sum by (arm) (rate({metric}{sel}{_W}))"
+
+    recs, clicks = "promptrec_arm_recommendations_total", "promptrec_arm_clicks_total"
+    return RowSpec(
+        "Experiment arms",
+        (
+            _p(
+                "Recommendations by arm",
+                "Recommendations published per second, by experiment arm "
+                "(PROMPTREC_EXPERIMENTS_FILE; one arm, default, without it).",
+                (per_arm(recs), "{{arm}}"),
+                unit="ops",
+            ),
+            _p(
+                "Click-through rate by arm",
+                "Positive feedback per recommendation, by the arm that made the recommendation "
+                "(0 while an arm publishes nothing).",
+                (f"{per_arm(clicks)} / clamp_min({per_arm(recs)}, 1e-9)", "{{arm}}"),
+                unit="percentunit",
+                min=0,
+            ),
+            _p(
+                "Online AUC by arm",
+                "ROC AUC of each arm's head on the feedback it learns from, scored before "
+                "learning (last 2000 labels per arm and worker).",
+                (f"avg by (arm) (promptrec_arm_online_auc{sel})", "{{arm}}"),
+                unit="percentunit",
+                min=0,
+                max=1,
+            ),
+        ),
+    )
+
+
 def standard_rows() -> list[RowSpec]:
     """The rows every dashboard has, top to bottom."""
-    return [_traffic(), _latency(), _quality(), _state(), _health(), _partition_stalls()]
+    return [
+        _traffic(),
+        _latency(),
+        _quality(),
+        _state(),
+        _health(),
+        _partition_stalls(),
+        _arms(),
+    ]
 
 
 def rows(arms: Sequence[str] = ()) -> list[RowSpec]:
     """The dashboard's rows.
 
     Args:
-        arms: Experiment arms. Reserved for per-arm rows (a later feature: one
-            :class:`RowSpec` per arm, appended after :func:`standard_rows`, with queries that
-            match the arm's label); today it must be empty.
-
-    Raises:
-        ValueError: ``arms`` is not empty (no per-arm panels exist yet).
+        arms: Experiment arm names to restrict the "Experiment arms" row to (empty: every arm
+            the workers export).
     """
-    if arms:
-        raise ValueError(f"per-arm dashboard rows are not implemented yet (got arms {list(arms)})")
-    return standard_rows()
+    if not arms:
+        return standard_rows()
+    return [*standard_rows()[:-1], _arms(arms)]

@@ -27,6 +27,7 @@ from promptrec.events.schemas import (
 )
 from promptrec.serving.history import UserHistory
 from promptrec.serving.recommender import Query
+from promptrec.serving.requests import query_for_request
 from promptrec.serving.settings import ServingSettings
 
 __all__ = [
@@ -155,6 +156,7 @@ class RecommendPlanner:
         settings: ``history_len``, ``recent_items`` and ``top_k``.
         limits: Decoding limits.
         catalog: The item ids that exist (an interaction with another item is dead-lettered).
+        filterable: Attribute keys a request filter may name (None: every key).
     """
 
     def __init__(
@@ -162,10 +164,12 @@ class RecommendPlanner:
         settings: ServingSettings,
         limits: Limits,
         catalog: Container[str],
+        filterable: frozenset[str] | None = None,
     ) -> None:
         self.settings = settings
         self.limits = limits
         self.catalog = catalog
+        self.filterable = filterable
 
     def plan(self, batch: Sequence[Inbound[R]], load: Load, now_ms: int) -> RecommendPlan[R]:
         """Plan one batch; ``load`` reads the history table. Changes nothing."""
@@ -202,10 +206,18 @@ class RecommendPlanner:
                     )  # fmt: skip
                 else:
                     r = decode_request(inbound.value, self.limits, max_ts=max_ts)
-                    hist = staged.get(r.user_id)
-                    user_id, k, source, source_id, ts = (
-                        r.user_id, r.k or s.top_k, "request", r.request_id, r.ts
-                    )  # fmt: skip
+                    # A similar-items request may come without a user: no history to read.
+                    hist = staged.get(r.user_id) if r.user_id else UserHistory()
+                    query = query_for_request(
+                        r,
+                        hist.recent(s.recent_items),
+                        hist.item_set(),
+                        s.top_k,
+                        self.catalog,
+                        self.filterable,
+                    )
+                    plan.asks.append(Ask(inbound, query, "request", r.request_id, r.ts))
+                    continue
             except InvalidEvent as exc:
                 plan.rejected.append(Rejected(inbound, exc.reason, exc.detail))
                 continue

@@ -66,12 +66,13 @@ class CatalogUpdater:
         """Decode, render prompts, encode what changed in one call, update index and profiles."""
         out = CatalogOutcome()
         items: dict[str, str] = {}  # item_id -> prompt text; last record of an id wins
+        attrs: dict[str, Mapping[str, Any]] = {}  # item_id -> attributes (filters)
         users: dict[str, str] = {}
         drop_items: set[str] = set()
         drop_users: set[str] = set()
         for rec in records:
             try:
-                self._collect(rec, items, users, drop_items, drop_users)
+                self._collect(rec, items, attrs, users, drop_items, drop_users)
             except InvalidEvent as exc:
                 out.dead.append((rec, exc))
         out.removed = self.engine.index.remove_many(sorted(drop_items))
@@ -93,6 +94,10 @@ class CatalogUpdater:
                 self.engine.profiles.upsert_many(
                     [u for u, _, _ in user_todo], vectors[n_items:], [h for _, _, h in user_todo]
                 )
+        if attrs:
+            # Also for items whose text did not change: their attributes may have (a no-op
+            # comparison when they did not).
+            self.engine.index.set_attributes_many(list(attrs), list(attrs.values()))
         out.upserted = len(item_todo)
         out.profiles = len(user_todo)
         return out
@@ -113,6 +118,7 @@ class CatalogUpdater:
         self,
         rec: CatalogRecord,
         items: dict[str, str],
+        attrs: dict[str, Mapping[str, Any]],
         users: dict[str, str],
         drop_items: set[str],
         drop_users: set[str],
@@ -123,6 +129,8 @@ class CatalogUpdater:
             key = _key_text(rec.key)
             (drop_items if is_item else drop_users).add(key)
             (items if is_item else users).pop(key, None)
+            if is_item:
+                attrs.pop(key, None)
             return
         if is_item:
             item = decode_item(rec.value, self.limits)
@@ -135,8 +143,10 @@ class CatalogUpdater:
             if item.deleted:
                 drop_items.add(item.item_id)
                 items.pop(item.item_id, None)
+                attrs.pop(item.item_id, None)
                 return
             items[item.item_id] = self._render(self._item_prompt, fields, item.attributes)
+            attrs[item.item_id] = item.attributes
             drop_items.discard(item.item_id)
         else:
             user = decode_user(rec.value, self.limits)

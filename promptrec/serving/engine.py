@@ -56,6 +56,10 @@ class Engine:
     )
     model: RecModel | None = None
     model_tag: str = ""  # short hash of the checkpoint file; part of every item's content tag
+    # Snapshot locations; None: the single-arm defaults under state_dir (experiment arms set them).
+    index_dir: Path | None = None
+    profiles_dir: Path | None = None
+    head_file: Path | None = None
 
     def item_vectors(self, text: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
         """Index vectors ``(n, index dim)`` from ``(n, encoder dim)`` frozen text vectors."""
@@ -95,17 +99,17 @@ class Engine:
     @property
     def index_path(self) -> Path:
         """Snapshot folder of the item index."""
-        return self.serving.state_dir / "index"
+        return self.index_dir or self.serving.state_dir / "index"
 
     @property
     def profiles_path(self) -> Path:
         """Snapshot folder of the encoded user profiles."""
-        return self.serving.state_dir / "profiles"
+        return self.profiles_dir or self.serving.state_dir / "profiles"
 
     @property
     def head_path(self) -> Path:
         """Checkpoint file of the scoring head."""
-        return self.serving.state_dir / "head.safetensors"
+        return self.head_file or self.serving.state_dir / "head.safetensors"
 
     @classmethod
     def load(

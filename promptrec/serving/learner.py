@@ -55,6 +55,10 @@ class OnlineLearner:
         if len(self._contexts) > self._memory:
             self._contexts.popitem(last=False)
 
+    def remembers(self, recommendation_id: str) -> bool:
+        """Whether this learner made (and still remembers) that recommendation."""
+        return recommendation_id in self._contexts
+
     def learn_many(
         self, events: Sequence[FeedbackEvent], recents: Sequence[Sequence[str]]
     ) -> LearnOutcome:

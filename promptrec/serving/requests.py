@@ -8,7 +8,7 @@ be answered with an :class:`~promptrec.events.exceptions.InvalidEvent` to dead-l
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Container, Sequence
 
 from promptrec.events.exceptions import InvalidEvent, ReasonCode
 from promptrec.events.schemas import RecommendationRequest, RequestFilter
@@ -49,7 +49,7 @@ def query_for_request(
     recent: Sequence[str],
     seen: frozenset[str],
     default_k: int,
-    known_item: Collection[str],
+    known_item: Container[str],
     filterable: frozenset[str] | None = None,
 ) -> Query:
     """The query of one request.

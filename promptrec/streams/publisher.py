@@ -13,10 +13,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from kafka.errors import KafkaError
 
+from promptrec.serving.explain import Explanation, item_entries
 from promptrec.streams.clients import make_aio_producer
 from promptrec.streams.retry import Backoff, retry
 from promptrec.streams.settings import StreamSettings
@@ -38,22 +40,35 @@ def recommendation_json(
     source_ts: int,
     generated_at: int,
     worker: str,
+    *,
+    item_id: str | None = None,
+    explanations: Sequence[Explanation] | None = None,
+    experiment: str | None = None,
+    arm: str | None = None,
 ) -> bytes:
     """One ``recommendations`` record (the :class:`~promptrec.events.schemas.Recommendation`
-    schema), serialised without building a pydantic model on the hot path."""
-    return _dumps(
-        {
-            "recommendation_id": recommendation_id,
-            "user_id": user_id,
-            "items": [{"item_id": item, "score": score} for item, score in items],
-            "model_version": model_version,
-            "source": source,
-            "source_event_id": source_event_id,
-            "source_ts": source_ts,
-            "generated_at": generated_at,
-            "worker": worker,
-        }
-    ).encode("utf-8")
+    schema), serialised without building a pydantic model on the hot path.
+
+    The optional parts (``item_id`` of a similar-items answer, explanations, the experiment arm)
+    are left out of the JSON when unset, so a plain answer keeps its bytes; the key order is the
+    pydantic model's.
+    """
+    record: dict[str, Any] = {"recommendation_id": recommendation_id}
+    if user_id:
+        record["user_id"] = user_id
+    if item_id is not None:
+        record["item_id"] = item_id
+    record["items"] = item_entries(items, explanations)
+    record["model_version"] = model_version
+    record["source"] = source
+    record["source_event_id"] = source_event_id
+    record["source_ts"] = source_ts
+    record["generated_at"] = generated_at
+    record["worker"] = worker
+    if experiment is not None:
+        record["experiment"] = experiment
+        record["arm"] = arm
+    return _dumps(record).encode("utf-8")
 
 
 class RecommendationPublisher:

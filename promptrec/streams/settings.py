@@ -185,6 +185,7 @@ class StreamSettings(ServingSettings):
             max_k=self.max_k,
             max_text_chars=max_text_chars,
             max_item_bytes=self.max_item_bytes,
+            **self.filter_limits(),
         )
 
     @property

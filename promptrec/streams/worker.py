@@ -6,12 +6,15 @@ import logging
 
 import faust
 
+from promptrec.encoder import PromptTemplates
 from promptrec.encoder.settings import EncoderSettings
 from promptrec.index.settings import IndexSettings
 from promptrec.observability.metrics import Metrics
-from promptrec.serving.engine import Engine
+from promptrec.serving.arms import load_arm_engines
+from promptrec.serving.experiments import ExperimentError, Experiments
 from promptrec.streams.agents import Pipeline
 from promptrec.streams.app import make_app
+from promptrec.streams.exceptions import ConfigError
 from promptrec.streams.instrument import instrument
 from promptrec.streams.settings import StreamSettings
 from promptrec.streams.topics import ensure_topics
@@ -26,9 +29,28 @@ _LOGLEVEL = {"debug": "debug", "info": "info", "warn": "warn", "error": "error"}
 def build_worker(
     stream: StreamSettings, encoder: EncoderSettings, index: IndexSettings
 ) -> tuple[faust.Worker, Pipeline]:
-    """Create topics, load the engine, wire the pipeline; returns a ready-to-run Faust worker."""
+    """Create topics, load the engine, wire the pipeline; returns a ready-to-run Faust worker.
+
+    Raises:
+        ConfigError: The experiments file (``PROMPTREC_EXPERIMENTS_FILE``) is unusable; checked
+            first, before the broker or the model are touched.
+    """
+    try:
+        experiments = Experiments.from_settings(
+            stream, encoder, PromptTemplates.load(encoder.prompts_file)
+        )
+    except ExperimentError as exc:
+        raise ConfigError(str(exc)) from None
     ensure_topics(stream)
-    engine = Engine.load(stream, encoder, index)
+    engines = load_arm_engines(stream, encoder, index, experiments)
+    engine = next(iter(engines.values()))
+    if experiments.active:
+        log.info(
+            "experiment %s: arms %s, %d item index(es)",
+            experiments.name,
+            ", ".join(f"{a.name} ({a.weight:g}%)" for a in experiments.arms),
+            len(experiments.indexes()),
+        )
     metrics = Metrics()
     metrics.info.info(
         {
@@ -41,7 +63,7 @@ def build_worker(
     )
     metrics.model_version.set(engine.head.version)
     app = make_app(stream)
-    pipeline = Pipeline(app, stream, engine, metrics)
+    pipeline = Pipeline(app, stream, engines, metrics, experiments)
     # Heartbeat, rebalance hooks, lag poller; /healthz and /readyz share the metrics port.
     health = instrument(app, pipeline.ctx)
     port = metrics.serve(stream.metrics_host, stream.metrics_port, routes=health.routes())
@@ -69,7 +91,7 @@ def run_worker(stream: StreamSettings, encoder: EncoderSettings, index: IndexSet
         pipeline.metrics.close()
         if pipeline.readiness.catalog.is_set():
             try:
-                pipeline.engine.checkpoint()
+                pipeline.arms.checkpoint()
                 log.info("final checkpoint written to %s", stream.state_dir)
             except Exception:
                 log.exception("final checkpoint failed")

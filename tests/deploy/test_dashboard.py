@@ -72,7 +72,15 @@ def test_rows_panels_ids_and_layout() -> None:
     document = json.loads(render())
     panels = document["panels"]
     titles = [p["title"] for p in panels if p["type"] == "row"]
-    assert titles == ["Traffic", "Latency", "Quality", "State", "Health", "Partition stalls"]
+    assert titles == [
+        "Traffic",
+        "Latency",
+        "Quality",
+        "State",
+        "Health",
+        "Partition stalls",
+        "Experiment arms",
+    ]
     assert [p["id"] for p in panels] == list(range(1, len(panels) + 1))
     assert document["uid"] == "promptrec-main"
     assert [v["name"] for v in document["templating"]["list"]] == ["datasource", "instance"]
@@ -152,10 +160,15 @@ def test_bad_panel_specs_are_clear_errors(specs: list[RowSpec], message: str) ->
         build_dashboard(specs)
 
 
-def test_arms_are_reserved_for_later() -> None:
+def test_arm_row_compares_every_arm_or_the_named_ones() -> None:
     assert rows() == standard_rows()
-    with pytest.raises(ValueError, match="per-arm dashboard rows are not implemented"):
-        rows(["control", "treatment"])
+    every = standard_rows()[-1]
+    assert every.title == "Experiment arms"
+    assert all("by (arm)" in q.expr for p in every.panels for q in p.queries)
+    named = rows(["control", "treatment"])
+    assert named[:-1] == standard_rows()[:-1]
+    exprs = [q.expr for p in named[-1].panels for q in p.queries]
+    assert exprs and all('arm=~"control|treatment"' in e for e in exprs)
 
 
 def test_check_mode_reports_a_stale_or_missing_file(

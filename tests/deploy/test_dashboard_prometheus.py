@@ -295,7 +295,15 @@ def test_pending_metric_query_is_valid_and_metric_still_absent(
 def test_dashboard_has_the_required_rows() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Traffic", "Latency", "Quality", "State", "Health", "Partition stalls"]
+    assert rows == [
+        "Traffic",
+        "Latency",
+        "Quality",
+        "State",
+        "Health",
+        "Partition stalls",
+        "Experiment arms",
+    ]
     assert {m for _, expr in dashboard_queries() for m in _pending(expr)} == PENDING_METRICS
     exprs = " ".join(expr for _, expr in dashboard_queries())
     for quantile in ("0.5", "0.95", "0.99"):

@@ -12,6 +12,7 @@ import faust
 import torch
 
 from promptrec.events.exceptions import ReasonCode
+from promptrec.serving.arms import Arms
 from promptrec.serving.catalog import CatalogOutcome, CatalogRecord, CatalogUpdater
 from promptrec.streams.agents.base import Agent, set_threads
 from promptrec.streams.agents.context import AgentContext
@@ -29,9 +30,14 @@ class CatalogAgent(Agent):
     When the start-up replay is done it opens ``ctx.readiness.catalog``.
     """
 
-    def __init__(self, ctx: AgentContext) -> None:
+    def __init__(self, ctx: AgentContext, arms: Arms | None = None) -> None:
         super().__init__(ctx)
-        self.updater = CatalogUpdater(ctx.engine, ctx.limits)
+        engines = arms.distinct_engines() if arms is not None else [ctx.engine]
+        # One updater per distinct (item index, profile store): an item is encoded once per
+        # distinct item template and checkpoint; a store shared by two updaters sees the second
+        # one's content tag unchanged and is not encoded again.
+        self.updaters = [CatalogUpdater(engine, ctx.limits) for engine in engines]
+        self.updater = self.updaters[0]
         self.channel = ctx.app.channel(maxsize=10_000)
         self.reader = CatalogReader(ctx.settings, ctx.names, self.channel)
         self._encode_threads = ctx.engine.encoder_settings.torch_threads or torch.get_num_threads()
@@ -78,7 +84,7 @@ class CatalogAgent(Agent):
     async def _replay_done(self) -> None:
         ctx = self.ctx
         try:
-            removed = await ctx.stages.run("encode", self.updater.finish_replay)
+            removed = await ctx.stages.run("encode", self._finish_replay)
         except StageFailed:  # stale items stay until the next restart; serve anyway
             log.exception("dropping stale catalog items failed")
             removed = 0
@@ -91,7 +97,17 @@ class CatalogAgent(Agent):
         # machine, OpenMP threads spinning for a (64 x 100)-candidate forward starve the event
         # loop and the broker (measured: ~25% less worker CPU per event with 1 thread).
         set_threads(self._encode_threads)
-        return self.updater.apply_many(records)
+        outcome = self.updater.apply_many(records)
+        for updater in self.updaters[1:]:
+            # Same records, decoded the same way: the first outcome counts for the metrics.
+            updater.apply_many(records)
+        return outcome
+
+    def _finish_replay(self) -> int:
+        removed = self.updater.finish_replay()
+        for updater in self.updaters[1:]:
+            updater.finish_replay()
+        return removed
 
     async def reader_task(self) -> None:
         """Run the per-worker catalog consumer for the life of the worker."""

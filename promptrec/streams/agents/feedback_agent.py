@@ -9,8 +9,9 @@ import faust
 
 from promptrec.events.exceptions import ReasonCode
 from promptrec.events.schemas import FeedbackEvent
+from promptrec.serving.arms import Arms
 from promptrec.serving.batches import FeedbackPlanner
-from promptrec.serving.learner import LearnOutcome, OnlineLearner
+from promptrec.serving.learner import LearnOutcome
 from promptrec.streams.agents.base import Agent, inbound_of, set_threads, write_histories
 from promptrec.streams.agents.context import AgentContext
 from promptrec.streams.agents.stages import StageFailed
@@ -22,9 +23,9 @@ class FeedbackAgent(Agent):
     """Learns from feedback; an event counts as learned (in its user's history) only once the
     learn stage has used it, so a failed batch can be replayed from the dead-letter topic."""
 
-    def __init__(self, ctx: AgentContext, learner: OnlineLearner) -> None:
+    def __init__(self, ctx: AgentContext, arms: Arms) -> None:
         super().__init__(ctx)
-        self.learner = learner
+        self.arms = arms
         self.planner = FeedbackPlanner(ctx.settings, ctx.limits)
         self.topic = self.raw_topic(ctx.names.feedback)
 
@@ -56,7 +57,7 @@ class FeedbackAgent(Agent):
             return
         t0 = time.perf_counter()
         try:
-            outcome = await ctx.stages.run(
+            outcome, per_arm = await ctx.stages.run(
                 "learn",
                 self._learn_many,
                 [item.event for item in plan.learn],
@@ -81,7 +82,12 @@ class FeedbackAgent(Agent):
             if outcome.scores is not None and outcome.labels is not None:
                 m.observe_auc(outcome.scores, outcome.labels)
             m.model_version.set(ctx.engine.head.version)
+        for arm, arm_outcome in per_arm.items():
+            m.observe_arm(arm, arm_outcome.scores, arm_outcome.labels)
 
-    def _learn_many(self, events: list[FeedbackEvent], recents: list[list[str]]) -> LearnOutcome:
+    def _learn_many(
+        self, events: list[FeedbackEvent], recents: list[list[str]]
+    ) -> tuple[LearnOutcome, dict[str, LearnOutcome]]:
         set_threads(self.ctx.settings.compute_threads)
-        return self.learner.learn_many(events, recents)
+        # Each event is learned by the head of the arm that made its recommendation.
+        return self.arms.learn_many(events, recents)

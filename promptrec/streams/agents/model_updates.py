@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -12,16 +13,33 @@ from aiokafka.structs import ConsumerRecord
 
 from promptrec.encoder import ScoringHead
 from promptrec.events.exceptions import InvalidEvent
+from promptrec.serving.arms import Arms
 from promptrec.serving.batches import Inbound
+from promptrec.serving.experiments import Experiments
 from promptrec.serving.model_sync import HeadSync, HeadUpdate
 from promptrec.streams.agents.base import Agent
 from promptrec.streams.agents.context import AgentContext
 from promptrec.streams.agents.stages import StageFailed
 from promptrec.streams.followers import TopicFollower
 
-__all__ = ["ModelUpdateReader", "ModelUpdates"]
+__all__ = ["ModelUpdateReader", "ModelUpdates", "arm_of_key", "sync_key"]
 
 log = logging.getLogger(__name__)
+
+# Separates an experiment arm from the incarnation id in a model-updates key ("arm/host:pid:id").
+# Host names never contain it, so keys of workers without experiments have no arm part.
+_ARM_SEP = "/"
+
+
+def sync_key(experiments: Experiments, arm: str, incarnation: str) -> str:
+    """The model-updates key of one arm's head (the bare incarnation without an experiment)."""
+    return f"{arm}{_ARM_SEP}{incarnation}" if experiments.active else incarnation
+
+
+def arm_of_key(key: str) -> str:
+    """The arm whose head a model-updates record changes (``default`` for a bare key)."""
+    arm, sep, _ = key.partition(_ARM_SEP)
+    return arm if sep else "default"
 
 
 class ModelUpdateReader(TopicFollower):
@@ -35,23 +53,28 @@ class ModelUpdateReader(TopicFollower):
 
     name = "model-sync"
 
-    def __init__(self, ctx: AgentContext, sync: HeadSync) -> None:
+    def __init__(self, ctx: AgentContext, arms: Arms, syncs: Mapping[str, HeadSync]) -> None:
         super().__init__(ctx.settings, [ctx.names.model_updates])
         self.ctx = ctx
-        self.sync = sync
+        self.arms = arms
+        self.syncs = dict(syncs)
+        self.sync = self.syncs[arms.first.arm.name]  # the first arm's (version gauge)
         self.replayed = 0
 
     async def replay_starting(self, records: int) -> None:
-        """Reset to the base head when there is a history of updates to replay."""
+        """Reset every arm's head to its base when there is a history of updates to replay."""
         if records == 0:
             return
-        engine = self.ctx.engine
-        head = engine.head
-        base = ScoringHead.from_settings(head.dim, engine.encoder_settings)
-        if base.hidden != head.hidden:
-            log.warning("restored head has hidden=%d, settings say %d", head.hidden, base.hidden)
-            base = ScoringHead(head.dim, hidden=head.hidden, learning_rate=head.learning_rate)
-        await self.ctx.stages.run("sync", self.sync.rebase, base)
+        for name, sync in self.syncs.items():
+            engine = self.arms.states[name].engine
+            head = engine.head
+            base = ScoringHead.from_settings(head.dim, engine.encoder_settings)
+            if base.hidden != head.hidden:
+                log.warning(
+                    "restored head has hidden=%d, settings say %d", head.hidden, base.hidden
+                )
+                base = ScoringHead(head.dim, hidden=head.hidden, learning_rate=head.learning_rate)
+            await self.ctx.stages.run("sync", sync.rebase, base)
         log.info("rebuilding the scoring head from %d model updates", records)
 
     async def handle(self, tp: TopicPartition, messages: list[ConsumerRecord[Any, Any]]) -> None:
@@ -60,7 +83,10 @@ class ModelUpdateReader(TopicFollower):
         for m in messages:
             try:
                 update = HeadUpdate.from_bytes(m.value)
-                outcome = await ctx.stages.run("sync", _apply, self.sync, update)
+                sync = self.syncs.get(arm_of_key(update.key))
+                if sync is None:  # an arm this worker does not serve (another experiment)
+                    continue
+                outcome = await ctx.stages.run("sync", _apply, sync, update)
                 if isinstance(outcome, InvalidEvent):
                     raise outcome
             except InvalidEvent as exc:
@@ -95,10 +121,11 @@ def _apply(sync: HeadSync, update: HeadUpdate) -> bool | InvalidEvent:
 class ModelUpdates(Agent):
     """The model-updates reader task and the timer that publishes this worker's head changes."""
 
-    def __init__(self, ctx: AgentContext, sync: HeadSync) -> None:
+    def __init__(self, ctx: AgentContext, arms: Arms, syncs: Mapping[str, HeadSync]) -> None:
         super().__init__(ctx)
-        self.sync = sync
-        self.reader = ModelUpdateReader(ctx, sync)
+        self.syncs = dict(syncs)
+        self.sync = self.syncs[arms.first.arm.name]
+        self.reader = ModelUpdateReader(ctx, arms, syncs)
         self.topic = self.raw_topic(ctx.names.model_updates)
 
     def register(self) -> None:
@@ -117,12 +144,16 @@ class ModelUpdates(Agent):
             await self.ctx.app.crash(RuntimeError("model reader failed"))  # type: ignore[attr-defined]
 
     async def sync_timer(self) -> None:
-        """Publish this worker's head changes, then count them once the broker has them."""
-        ctx = self.ctx
-        if not ctx.readiness.model.is_set():
+        """Publish each arm's head changes, then count them once the broker has them."""
+        if not self.ctx.readiness.model.is_set():
             return
+        for sync in self.syncs.values():
+            await self._publish(sync)
+
+    async def _publish(self, sync: HeadSync) -> None:
+        ctx = self.ctx
         try:
-            update = await ctx.stages.run("sync", self.sync.pending)
+            update = await ctx.stages.run("sync", sync.pending)
         except StageFailed:
             return
         if update is None:
@@ -136,6 +167,6 @@ class ModelUpdates(Agent):
             log.exception("publishing the head update failed; retrying next interval")
             ctx.metrics.retries.labels("sync").inc()
             return
-        await ctx.stages.run("sync", self.sync.published, update.seq)
+        await ctx.stages.run("sync", sync.published, update.seq)
         ctx.metrics.stage_latency.labels("sync").observe(time.perf_counter() - t0)
         ctx.metrics.model_version.set(self.sync.version)

@@ -7,12 +7,15 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 
 from promptrec.observability.metrics import Metrics
+from promptrec.serving.arms import Arms, ArmState
 from promptrec.serving.engine import Engine
+from promptrec.serving.experiments import Experiments
 from promptrec.serving.learner import OnlineLearner
 from promptrec.serving.model_sync import HeadSync
 from promptrec.serving.recommender import Recommender
@@ -20,7 +23,7 @@ from promptrec.streams.agents.base import Agent
 from promptrec.streams.agents.catalog_agent import CatalogAgent
 from promptrec.streams.agents.context import AgentContext, Readiness
 from promptrec.streams.agents.feedback_agent import FeedbackAgent
-from promptrec.streams.agents.model_updates import ModelUpdates
+from promptrec.streams.agents.model_updates import ModelUpdates, sync_key
 from promptrec.streams.agents.recommend_agent import RecommendAgent
 from promptrec.streams.agents.stages import DeadLetters, StageFailed, StageRunner
 from promptrec.streams.publisher import RecommendationPublisher
@@ -40,8 +43,19 @@ class Pipeline:
     """
 
     def __init__(
-        self, app: faust.App, settings: StreamSettings, engine: Engine, metrics: Metrics
+        self,
+        app: faust.App,
+        settings: StreamSettings,
+        engine: Engine | Mapping[str, Engine],
+        metrics: Metrics,
+        experiments: Experiments | None = None,
     ) -> None:
+        engines = engine if isinstance(engine, Mapping) else {"default": engine}
+        first = next(iter(engines.values()))
+        if experiments is None:
+            es = first.encoder_settings
+            experiments = Experiments.single(es.item_prompt, es.user_prompt, es.checkpoint)
+        engine = first
         names = TopicNames.from_settings(settings)
         worker_name = f"{socket.gethostname()}:{os.getpid()}"
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -68,16 +82,26 @@ class Pipeline:
                 "history", default=None, partitions=settings.partitions, key_type=str
             ),
         )
-        recommender = Recommender(engine)
         # One id per process start: a restarted worker is a new contributor to the shared head.
-        self.sync = HeadSync(engine.head, f"{worker_name}:{uuid.uuid4().hex[:8]}")
-        learner = OnlineLearner(engine, recommender, learn=self.sync.learn_many)
+        incarnation = f"{worker_name}:{uuid.uuid4().hex[:8]}"
+        states, self.syncs = [], {}
+        for arm in experiments.arms:
+            arm_engine = engines[arm.name]
+            recommender = Recommender(arm_engine)
+            # Each arm's head has its own key space on model-updates: heads of arms never mix.
+            sync = HeadSync(arm_engine.head, sync_key(experiments, arm.name, incarnation))
+            learner = OnlineLearner(arm_engine, recommender, learn=sync.learn_many)
+            states.append(ArmState(arm, arm_engine, recommender, learner))
+            self.syncs[arm.name] = sync
+        self.arms = Arms(experiments, states)
+        self.sync = self.syncs[experiments.arms[0].name]
+        metrics.init_arms(self.arms.names)
         self.publisher = RecommendationPublisher(settings, names.recommendations)
         self.agents: list[Agent] = [
-            CatalogAgent(self.ctx),
-            RecommendAgent(self.ctx, recommender, learner, self.publisher),
-            FeedbackAgent(self.ctx, learner),
-            ModelUpdates(self.ctx, self.sync),
+            CatalogAgent(self.ctx, self.arms),
+            RecommendAgent(self.ctx, self.arms, self.publisher),
+            FeedbackAgent(self.ctx, self.arms),
+            ModelUpdates(self.ctx, self.arms, self.syncs),
         ]
         for agent in self.agents:
             agent.register()
@@ -106,7 +130,7 @@ class Pipeline:
         if not ctx.readiness.catalog.is_set():
             return
         try:
-            await ctx.stages.run("checkpoint", ctx.engine.checkpoint)
+            await ctx.stages.run("checkpoint", self.arms.checkpoint)
         except StageFailed:
             log.exception("checkpoint failed")
         else:
