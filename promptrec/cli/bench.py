@@ -30,6 +30,10 @@ _BENCHES: dict[str, tuple[str, str]] = {
         "Seconds from a new item's catalog event to its first recommendation.",
     ),
     "state": ("bench.state", "Bytes of worker state per user history and per indexed item."),
+    "features": (
+        "bench.features",
+        "Cost of request filters in the search, of explain=true, and memory of one more arm.",
+    ),
 }
 
 

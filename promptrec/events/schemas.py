@@ -243,8 +243,9 @@ class RequestFilter(_Record):
                 raise PydanticCustomError("filter_bounds", "attribute keys must be 1-256 chars")
             if not 1 <= len(values) <= max_values:
                 raise PydanticCustomError(
-                    "filter_bounds", "key {key!r} needs 1 to {n} values, got {got}",
-                    {"key": key, "n": max_values, "got": len(values)},
+                    "filter_bounds", "key {key} needs 1 to {n} values, got {got}",
+                    # pydantic fills {placeholders} with str(); quote the key here.
+                    {"key": repr(key), "n": max_values, "got": len(values)},
                 )  # fmt: skip
         if len(self.exclude_item_ids) > max_excludes:
             raise PydanticCustomError(

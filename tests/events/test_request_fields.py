@@ -144,3 +144,14 @@ def test_json_schemas_list_the_new_fields() -> None:
 def test_request_model_is_usable_from_code() -> None:
     r = RecommendationRequest(request_id="r", item_id="i", ts=1)
     assert r.filter is None and r.k is None
+
+
+def test_filter_values_error_names_the_key() -> None:
+    from promptrec.events.exceptions import InvalidEvent
+    from promptrec.events.schemas import decode_request
+    from promptrec.streams.settings import StreamSettings
+
+    raw = b'{"request_id": "r", "user_id": "u", "filter": {"genre": []}, "ts": 1767225600000}'
+    with pytest.raises(InvalidEvent) as err:
+        decode_request(raw, StreamSettings().limits())
+    assert "key 'genre' needs 1 to" in err.value.detail
