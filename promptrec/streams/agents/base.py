@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import faiss
 import faust
@@ -14,6 +17,9 @@ from promptrec.serving.batches import HistoryWrite, Inbound
 from promptrec.streams.agents.context import AgentContext
 
 __all__ = ["Agent", "inbound_of", "set_threads", "write_histories"]
+
+
+log = logging.getLogger(__name__)
 
 
 def set_threads(n: int) -> None:
@@ -55,3 +61,16 @@ class Agent:
     def agent_name(self, role: str) -> str:
         """The Faust agent name (the app id keeps workers of different apps apart)."""
         return f"{self.ctx.app.conf.id}.{role}"
+
+    async def follow(self, reader: Any, what: str) -> None:
+        """Run a per-worker topic reader for the life of the worker; crash the worker if it fails.
+
+        A reader that stopped would leave the worker serving stale state; a restart replays.
+        """
+        try:
+            await reader.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s reader failed; the worker stops so it can be restarted", what)
+            await self.ctx.app.crash(RuntimeError(f"{what} reader failed"))  # type: ignore[attr-defined]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -111,10 +110,4 @@ class CatalogAgent(Agent):
 
     async def reader_task(self) -> None:
         """Run the per-worker catalog consumer for the life of the worker."""
-        try:
-            await self.reader.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("catalog reader failed; the worker stops so it can be restarted")
-            await self.ctx.app.crash(RuntimeError("catalog reader failed"))  # type: ignore[attr-defined]
+        await self.follow(self.reader, "catalog")

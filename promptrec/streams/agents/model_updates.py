@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -135,13 +134,7 @@ class ModelUpdates(Agent):
 
     async def reader_task(self) -> None:
         """Follow the model-updates topic for the life of the worker."""
-        try:
-            await self.reader.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("model-updates reader failed; the worker stops so it can be restarted")
-            await self.ctx.app.crash(RuntimeError("model reader failed"))  # type: ignore[attr-defined]
+        await self.follow(self.reader, "model-updates")
 
     async def sync_timer(self) -> None:
         """Publish each arm's head changes, then count them once the broker has them."""
