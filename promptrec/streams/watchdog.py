@@ -61,6 +61,13 @@ class StallWatchdog:
         self.interval_s = interval_s
         self.probe_s = probe_s if probe_s is not None else min(timeout_s, 5.0)
         self.detector = StallDetector(timeout_s)
+        # Records the consumer holds (or the broker has) that Faust never hands to the agents:
+        # the delivered offset does not move although the partition is behind. Seen on the
+        # embedded broker after a restart (a "silent" worker: lag > 0, fetch position at the
+        # high watermark, nothing delivered). Twice the timeout, since a long engine stage
+        # also holds deliveries back; the remedy is a rejoin (Faust re-seeks to the committed
+        # offset and the history's log-position dedupe recognises the redeliveries).
+        self.delivery = StallDetector(2 * timeout_s)
         self.recoveries: dict[TopicPartition, Recovery] = {}
         self._labelled: set[TopicPartition] = set()
 
@@ -107,6 +114,7 @@ class StallWatchdog:
             return []
         samples = self.samples()
         self.detector.retain(samples)
+        self.delivery.retain(samples)
         for tp in [tp for tp in self.recoveries if tp not in samples]:
             del self.recoveries[tp]
         done: list[tuple[TopicPartition, Action]] = []
@@ -117,6 +125,10 @@ class StallWatchdog:
                 self.metrics.partition_stalls.labels(topic, partition)
                 self._labelled.add(tp)
             recovery = self.recoveries.get(tp)
+            if recovery is None and self._undelivered(tp, sample, now):
+                await self._rejoin_undelivered(tp, sample)
+                done.append((tp, Action("rejoin")))
+                continue
             if recovery is None and self.detector.observe(tp, sample, now):
                 assert sample.position is not None  # observe() flags only known positions
                 committed = self._committed(tp)
@@ -146,6 +158,44 @@ class StallWatchdog:
                         ", ".join(_describe(a) for a in recovery.actions),
                     )  # fmt: skip
         return done
+
+    def _delivered(self, tp: TopicPartition) -> int | None:
+        """Next offset Faust will hand to a stream (read offset + 1, else the committed one)."""
+        consumer = getattr(self.app, "_consumer", None)
+        read = getattr(consumer, "_read_offset", None)
+        value = read.get(tp) if read is not None else None
+        return int(value) + 1 if isinstance(value, int) else self._committed(tp)
+
+    def _undelivered(self, tp: TopicPartition, sample: PartitionSample, now: float) -> bool:
+        """True when ``tp``'s delivered offset stayed below what the broker has for 2x timeout."""
+        delivered = self._delivered(tp)
+        ends = [o for o in (sample.highwater, sample.position) if o is not None]
+        if delivered is None or not ends:
+            self.delivery.forget(tp)
+            return False
+        # fetched_at=now: judged on the delivered offset alone, fetching or not.
+        return self.delivery.observe(tp, PartitionSample(delivered, max(ends), now), now)
+
+    async def _rejoin_undelivered(self, tp: TopicPartition, sample: PartitionSample) -> None:
+        topic = self.logical[tp.topic]
+        log.warning(
+            "partition %s[%d] delivered nothing for %.0f s (next offset %s, fetch position %s, "
+            "high watermark %s); rejoining the group",
+            topic, tp.partition, self.delivery.timeout_s, self._delivered(tp),
+            sample.position, sample.highwater,
+        )  # fmt: skip
+        self.metrics.partition_stalls.labels(topic, str(tp.partition)).inc()
+        self.delivery.forget(tp)
+        self.detector.forget(tp)
+        thread, aio = self._thread(), self._aiokafka()
+        if thread is None or aio is None:
+            return
+        try:
+            await thread.call_thread(aio._coordinator.request_rejoin)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("rejoin for %s[%d] failed: %r", topic, tp.partition, exc)
 
     def _committed(self, tp: TopicPartition) -> int | None:
         consumer = getattr(self.app, "_consumer", None)
