@@ -248,6 +248,8 @@ def test_tail_ctrl_c_exits_0(make_settings: Callable[..., StreamSettings]) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite run in the background inherits SIGINT ignored; Ctrl-C needs the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None

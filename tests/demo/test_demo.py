@@ -16,13 +16,24 @@ from promptrec.broker.embedded import free_port
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _default_sigint() -> None:
+    # A suite started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and Python then never turns Ctrl-C into KeyboardInterrupt: give the child the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _demo(state: Path, *args: str) -> subprocess.Popen[str]:
     cmd = [
         sys.executable, "-m", "promptrec", "demo", "--state-dir", str(state),
         "--metrics-port", str(free_port()), "--port", str(free_port()), *args,
     ]  # fmt: skip
     return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_sigint,
     )
 
 
