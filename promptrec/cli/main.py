@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
 from promptrec.cli.argtypes import non_negative_float, non_negative_int, port
+from promptrec.cli.settings_doc import SETTINGS_MODULES, settings_class
 
 __all__ = ["build_parser", "main", "worker_settings"]
 
@@ -82,20 +82,16 @@ def _stream_settings(args: argparse.Namespace) -> Any:
     return StreamSettings(**_overrides(args, _STREAM_OPTIONS))
 
 
-_SETTINGS_MODULES = {
-    "StreamSettings": "promptrec.streams.settings",
-    "EncoderSettings": "promptrec.encoder.settings",
-    "IndexSettings": "promptrec.index.settings",
-}
+# The settings objects a worker builds (StreamSettings holds ServingSettings' fields too); the
+# registry of every settings class is promptrec.cli.settings_doc's.
+_WORKER_SETTINGS = ("StreamSettings", "EncoderSettings", "IndexSettings")
 
 
 def _format_validation_error(exc: ValidationError, args: argparse.Namespace) -> list[str]:
     """One line per invalid field, naming its env variable (and flag, if this command has one)."""
     prefix = ""
-    if exc.title in _SETTINGS_MODULES:
-        module = importlib.import_module(_SETTINGS_MODULES[exc.title])
-        cls: type[BaseSettings] = getattr(module, exc.title)
-        prefix = str(cls.model_config.get("env_prefix", ""))
+    if exc.title in SETTINGS_MODULES:
+        prefix = _env_prefix(exc.title)
     flags = {dest: "--" + dest.replace("_", "-") for dest in vars(args)}
     lines = []
     for error in exc.errors():
@@ -350,8 +346,8 @@ def _set_overrides(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
     objects exactly like environment values.
     """
     # Longest env prefix first: PROMPTREC_ENCODER_X is an encoder setting, not StreamSettings'.
-    classes = sorted(_SETTINGS_MODULES.items(), key=lambda kv: -len(_env_prefix(kv[0])))
-    out: dict[str, dict[str, str]] = {name: {} for name in _SETTINGS_MODULES}
+    classes = sorted(_WORKER_SETTINGS, key=lambda name: -len(_env_prefix(name)))
+    out: dict[str, dict[str, str]] = {name: {} for name in _WORKER_SETTINGS}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
@@ -359,10 +355,10 @@ def _set_overrides(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
         key = name.strip().upper()
         if not key.startswith("PROMPTREC_"):
             key = "PROMPTREC_" + key
-        for cls_name, _ in classes:
+        for cls_name in classes:
             prefix = _env_prefix(cls_name)
             field = key[len(prefix) :].lower()
-            if key.startswith(prefix) and field in _settings_class(cls_name).model_fields:
+            if key.startswith(prefix) and field in settings_class(cls_name).model_fields:
                 out[cls_name][field] = value
                 break
         else:
@@ -370,13 +366,8 @@ def _set_overrides(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _settings_class(name: str) -> type[BaseSettings]:
-    cls: type[BaseSettings] = getattr(importlib.import_module(_SETTINGS_MODULES[name]), name)
-    return cls
-
-
 def _env_prefix(name: str) -> str:
-    return str(_settings_class(name).model_config.get("env_prefix", ""))
+    return str(settings_class(name).model_config.get("env_prefix", ""))
 
 
 def worker_settings(args: argparse.Namespace) -> tuple[Any, Any, Any]:
