@@ -139,7 +139,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     prep = _prepare(args)
     model, train = _configs(args)
-    summary = run_train(prep, args.out, model, train)
+    head = None
+    if args.train_head:
+        from promptrec.encoder.head_training import HeadTrainConfig
+
+        head = HeadTrainConfig(epochs=args.head_epochs, seed=args.seed)
+    summary = run_train(prep, args.out, model, train, head)
     valid, test, ci = summary["valid"], summary["test"], summary["test_intervals"]
     print(
         f"best epoch {summary['best_epoch']}/{summary['epochs_run']} in "
@@ -148,6 +153,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"[{ci['NDCG@10'][0]:.4f}, {ci['NDCG@10'][1]:.4f}] "
         f"HR@10 {test['HR@10']:.4f} [{ci['HR@10'][0]:.4f}, {ci['HR@10'][1]:.4f}] (95% CI)"
     )
+    if "head" in summary:
+        h = summary["head"]
+        print(
+            f"scoring head over {h['candidates']} candidates: {h['chosen']} chosen on validation "
+            f"(NDCG@10 head {h['valid']['head']['NDCG@10']:.4f} vs cosine "
+            f"{h['valid']['cosine']['NDCG@10']:.4f}; test {h['test']['head']['NDCG@10']:.4f} vs "
+            f"{h['test']['cosine']['NDCG@10']:.4f}, p "
+            f"{h['test']['paired_head_minus_cosine']['NDCG@10']['p_value']}) in "
+            f"{h['train_seconds']} s"
+        )
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0
 
@@ -254,6 +269,21 @@ def register(sub: Any) -> None:
     p = sub.add_parser("train", help=text, description=text)
     _add_common(p)
     _add_model(p)
+    p.add_argument(
+        "--train-head",
+        dest="train_head",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train the scoring head over the retrieved candidates and ship it when it "
+        "beats plain cosine on validation (default: on)",
+    )
+    p.add_argument(
+        "--head-epochs",
+        dest="head_epochs",
+        type=positive_int,
+        default=10,
+        help="epochs per learning rate of the head training (default 10)",
+    )
     p.add_argument(
         "--skip-users",
         dest="skip_users",

@@ -21,6 +21,7 @@ from torch import nn
 from promptrec.encoder.adapter import ItemAdapter
 from promptrec.encoder.checkpoint import load_checkpoint, save_checkpoint
 from promptrec.encoder.exceptions import CheckpointError
+from promptrec.encoder.head_checkpoint import HEAD_PREFIX
 from promptrec.encoder.sequence import SequenceEncoder
 
 __all__ = ["MODEL_FORMAT", "ModelConfig", "RecModel", "load_model", "save_model"]
@@ -165,7 +166,9 @@ def load_model(path: Path, device: str = "cpu") -> RecModel:
         config = ModelConfig.from_json(metadata["config"])
         warm_ids = json.loads(metadata["warm_ids"])
         model = RecModel(config, [str(i) for i in warm_ids])
-        model.load_state_dict(tensors, strict=True)
+        # A fine-tuned scoring head may ride along (head_checkpoint); it is not the model's.
+        own = {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}
+        model.load_state_dict(own, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not fit the model: {exc}") from exc
     return model.to(device).eval()

@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 
 from promptrec.encoder.features import encode_cached
+from promptrec.encoder.head import ScoringHead
+from promptrec.encoder.head_checkpoint import attach_head
+from promptrec.encoder.head_training import HeadTrainConfig
 from promptrec.encoder.model import ModelConfig, RecModel, load_model, save_model
 from promptrec.encoder.prompts import PromptTemplates
 from promptrec.encoder.settings import EncoderSettings
@@ -29,10 +32,13 @@ from promptrec.encoder.training import ModelScorer, TrainConfig, config_dict, tr
 from promptrec.evaluation.baselines import PopScorer, select_itemknn, select_text_zero_shot
 from promptrec.evaluation.cold_start import cold_start_split, run_cold_start
 from promptrec.evaluation.datasets import Dataset, load_dataset
+from promptrec.evaluation.head_stage import run_head_stage
 from promptrec.evaluation.protocol import PROTOCOL, Split, metrics_from_ranks, stage_ranks
 from promptrec.evaluation.report import format_table, intervals, uncertainty_report
 from promptrec.evaluation.texts import item_texts, user_texts
 from promptrec.evaluation.zero_shot import select_history_prompt
+from promptrec.index import IndexSettings
+from promptrec.serving.settings import ServingSettings
 
 __all__ = [
     "Prepared",
@@ -112,8 +118,19 @@ def _scorer(prep: Prepared, model: RecModel) -> ModelScorer:
     return ModelScorer(model, prep.text, prep.split.item_ids, prep.profiles)
 
 
-def run_train(prep: Prepared, out: Path, base: ModelConfig, train: TrainConfig) -> dict[str, Any]:
-    """Trains, writes ``out`` (safetensors) and ``out.json``; returns the JSON summary."""
+def run_train(
+    prep: Prepared,
+    out: Path,
+    base: ModelConfig,
+    train: TrainConfig,
+    head: HeadTrainConfig | None = None,
+) -> dict[str, Any]:
+    """Trains, writes ``out`` (safetensors) and ``out.json``; returns the JSON summary.
+
+    With ``head``, the scoring head is then trained as the ranking stage over the retrieved
+    candidates (:mod:`promptrec.evaluation.head_stage`); when it beats plain cosine on
+    validation it is written into ``out``, and the summary's ``head`` entry reports both.
+    """
     config = model_config(prep, base)
     result = train_model(prep.split, prep.text, config, train, prep.profiles)
     ranks = stage_ranks(_scorer(prep, result.model), prep.split, "test")
@@ -127,8 +144,31 @@ def run_train(prep: Prepared, out: Path, base: ModelConfig, train: TrainConfig) 
         "test": test,
         "test_intervals": intervals(ranks),
     }
+    trained_head = None
+    if head is not None:
+        trained_head, summary["head"] = _head_stage(prep, result.model, head)
     save_model(out, result.model, summary)
+    if trained_head is not None:
+        attach_head(out, trained_head, {"valid": summary["head"]["valid"]["head"]})
     return summary
+
+
+def _head_stage(
+    prep: Prepared, model: RecModel, config: HeadTrainConfig
+) -> tuple[ScoringHead | None, dict[str, Any]]:
+    """The head stage with the worker's retrieval settings (``PROMPTREC_*`` environment)."""
+    serving = ServingSettings()
+    return run_head_stage(
+        model,
+        prep.text,
+        prep.split,
+        prep.profiles,
+        config,
+        prep.settings.head_hidden,
+        prep.settings.learning_rate,
+        serving.candidates,
+        IndexSettings(),
+    )
 
 
 def run_eval_offline(

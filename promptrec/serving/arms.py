@@ -24,7 +24,13 @@ from promptrec.encoder.settings import EncoderSettings
 from promptrec.events.schemas import FeedbackEvent
 from promptrec.index import CandidateIndex
 from promptrec.index.settings import IndexSettings
-from promptrec.serving.engine import Engine, _load_model, _restore_head, _restore_or_create
+from promptrec.serving.engine import (
+    Engine,
+    _load_model,
+    _restore_head,
+    _restore_or_create,
+    base_head,
+)
 from promptrec.serving.experiments import Arm, Experiments, IndexKey
 from promptrec.serving.learner import LearnOutcome, OnlineLearner
 from promptrec.serving.popularity import RecentPopularity
@@ -100,7 +106,7 @@ def load_arm_engines(
             prompts=prompts,
             index=index,
             profiles=store,
-            head=_restore_head(head_file, dim, settings),
+            head=_restore_head(head_file, dim, settings, base_head(settings, dim)),
             popularity=popularity,
             executor=executor,
             model=model,

@@ -7,8 +7,10 @@ Kafka stays responsive.
 With a trained checkpoint (``EncoderSettings.checkpoint``, from ``promptrec train``) the index
 holds the model's adapted item vectors (text adapter + ID vector for items seen in training;
 cold items from text alone) and user vectors come from its sequence model over the recent item
-vectors; the scoring head then works in the model's space (its width). Without one, the index
-holds the frozen text vectors and the :class:`UserTower` builds users, as before.
+vectors; the scoring head then works in the model's space (its width) and starts from the head
+``promptrec train`` fine-tuned into the checkpoint, when it holds one (:func:`base_head`; plain
+cosine otherwise). Without a checkpoint, the index holds the frozen text vectors and the
+:class:`UserTower` builds users, as before.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 from promptrec.encoder import PromptTemplates, ScoringHead, TextEncoder, UserTower
 from promptrec.encoder.exceptions import CheckpointError, EncoderError
+from promptrec.encoder.head_checkpoint import load_checkpoint_head
 from promptrec.encoder.model import RecModel, load_model
 from promptrec.encoder.settings import EncoderSettings
 from promptrec.index import CandidateIndex, create_index, restore_index
@@ -32,7 +35,7 @@ from promptrec.index.settings import IndexSettings
 from promptrec.serving.popularity import RecentPopularity
 from promptrec.serving.settings import ServingSettings
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "base_head"]
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +139,8 @@ class Engine:
         profiles = _restore_or_create(
             serving.state_dir / "profiles", encoder.dim, IndexSettings(kind="flat", use_gpu="never")
         )
-        head = _restore_head(serving.state_dir / "head.safetensors", dim, encoder_settings)
+        base = base_head(encoder_settings, dim)  # a corrupt head in the checkpoint fails here
+        head = _restore_head(serving.state_dir / "head.safetensors", dim, encoder_settings, base)
         return cls(
             serving=serving,
             encoder_settings=encoder_settings,
@@ -212,7 +216,32 @@ def _restore_or_create(path: Path, dim: int, settings: IndexSettings) -> Candida
     return create_index(dim, settings)
 
 
-def _restore_head(path: Path, dim: int, settings: EncoderSettings) -> ScoringHead:
+def base_head(settings: EncoderSettings, dim: int) -> ScoringHead:
+    """The head every worker starts from: the checkpoint's fine-tuned head, else a fresh one.
+
+    The checkpoint's head keeps its trained shape but learns online at the worker's
+    ``learning_rate``. Model sync rebases onto this same head, so all workers share it.
+
+    Raises:
+        CheckpointError: The checkpoint's head is corrupt or does not fit the model's width.
+    """
+    path = settings.checkpoint
+    head = load_checkpoint_head(path, settings.learning_rate) if path is not None else None
+    if head is None:
+        return ScoringHead.from_settings(dim, settings)
+    if head.dim != dim:
+        raise CheckpointError(f"checkpoint {path}: head has dim {head.dim}, the model has {dim}")
+    if head.hidden != settings.head_hidden:
+        log.info(
+            "checkpoint head has hidden=%d (settings say %d)", head.hidden, settings.head_hidden
+        )
+    log.info("scoring head starts from the fine-tuned head in %s", path)
+    return head
+
+
+def _restore_head(
+    path: Path, dim: int, settings: EncoderSettings, base: ScoringHead | None = None
+) -> ScoringHead:
     if path.exists():
         try:
             head = ScoringHead.load(path)
@@ -223,4 +252,4 @@ def _restore_head(path: Path, dim: int, settings: EncoderSettings) -> ScoringHea
                 log.info("restored scoring head version %d from %s", head.version, path)
                 return head
             log.warning("head checkpoint %s has dim %d, encoder has %d", path, head.dim, dim)
-    return ScoringHead.from_settings(dim, settings)
+    return base if base is not None else ScoringHead.from_settings(dim, settings)

@@ -14,6 +14,7 @@ from promptrec.encoder import ScoringHead
 from promptrec.events.exceptions import InvalidEvent
 from promptrec.serving.arms import Arms
 from promptrec.serving.batches import Inbound
+from promptrec.serving.engine import base_head
 from promptrec.serving.experiments import Experiments
 from promptrec.serving.model_sync import HeadSync, HeadUpdate
 from promptrec.streams.agents.base import Agent
@@ -44,9 +45,10 @@ def arm_of_key(key: str) -> str:
 class ModelUpdateReader(TopicFollower):
     """Applies every other incarnation's head updates on the engine thread.
 
-    When the topic holds records at start, the head is first reset to the common base (the fresh
-    seeded head), because the replay re-applies every published change, including the ones a
-    disk-restored head already contains; the disk checkpoint is only the fallback for an empty
+    When the topic holds records at start, the head is first reset to the common base (the
+    checkpoint's fine-tuned head, else the fresh seeded head: :func:`base_head`), because the
+    replay re-applies every published change, including the ones a disk-restored head already
+    contains; the disk checkpoint is only the fallback for an empty
     topic (a broker that lost its data). Once caught up it opens ``ctx.readiness.model``.
     """
 
@@ -67,7 +69,7 @@ class ModelUpdateReader(TopicFollower):
         for name, sync in self.syncs.items():
             engine = self.arms.states[name].engine
             head = engine.head
-            base = ScoringHead.from_settings(head.dim, engine.encoder_settings)
+            base = base_head(engine.encoder_settings, head.dim)
             if base.hidden != head.hidden:
                 log.warning(
                     "restored head has hidden=%d, settings say %d", head.hidden, base.hidden

@@ -1,0 +1,309 @@
+"""Offline fine-tuning of the :class:`ScoringHead` as the ranking stage over retrieved candidates.
+
+The worker answers a query by retrieving ``candidates`` items from its FAISS index (exact or
+approximate inner product of unit vectors, the user's items excluded) and ranking them with the
+head. Offline, the same question is asked of the training data: each :class:`CandidateLists` row
+is one (user vector, retrieved candidates, held-in next item) triple. The head is trained with its
+online objective, :meth:`ScoringHead.learn_many` (one Adam step of mean binary cross-entropy),
+where each step sees every candidate of a few lists: the held-in next item labelled 1, the other
+candidates 0. Only lists whose positive was retrieved are trained on: the head never sees the
+others' positive at serving time, so they teach it nothing about ranking.
+
+Epochs and learning rate are chosen on VALIDATION lists: the validation target's rank among its
+retrieved candidates (a miss counts as a miss for every scorer) under the head, against the same
+rank under plain cosine (what a fresh head ranks by). Plain cosine is one of the choices, so the
+result is never worse than cosine on validation; when nothing beats it, no head is returned.
+
+The trained head is written into the model checkpoint by
+:func:`promptrec.encoder.head_checkpoint.attach_head`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from promptrec.encoder.head import ScoringHead
+
+__all__ = [
+    "MISS_RANK",
+    "CandidateLists",
+    "HeadTrainConfig",
+    "HeadTrainResult",
+    "cosine_ranks",
+    "head_ranks",
+    "list_metrics",
+    "train_head",
+]
+
+MISS_RANK = 1_000_000  # rank of a target that retrieval did not return (outside every top k)
+_SCORE_BATCH = 512  # lists scored per head forward in evaluation
+
+
+@dataclass
+class CandidateLists:
+    """Retrieved candidate lists with one target each.
+
+    Args:
+        users: ``(n, dim)`` float32 unit user vectors.
+        rows: ``(n, k)`` int64 rows of ``items``, retrieval order (best first); -1 = no hit.
+        target: ``(n,)`` int64 position of the target in its row of ``rows``; -1 = not retrieved.
+        items: ``(n_items, dim)`` float32 unit item vectors the rows point into.
+        owner: ``(n,)`` int64 user row of each list (for per-user reporting), or empty.
+
+    Raises:
+        ValueError: Shapes disagree or a row/position is out of range.
+    """
+
+    users: np.ndarray
+    rows: np.ndarray
+    target: np.ndarray
+    items: np.ndarray
+    owner: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __post_init__(self) -> None:
+        self.users = np.asarray(self.users, dtype=np.float32)
+        self.rows = np.asarray(self.rows, dtype=np.int64)
+        self.target = np.asarray(self.target, dtype=np.int64)
+        self.items = np.asarray(self.items, dtype=np.float32)
+        self.owner = np.asarray(self.owner, dtype=np.int64)
+        if (
+            self.users.ndim != 2
+            or self.items.ndim != 2
+            or self.users.shape[1] != self.items.shape[1]
+        ):
+            raise ValueError(
+                f"users {self.users.shape} and items {self.items.shape} must be (n, dim) and "
+                "(n_items, dim) of one dim"
+            )
+        n = self.users.shape[0]
+        if self.rows.ndim != 2 or self.rows.shape[0] != n or self.target.shape != (n,):
+            raise ValueError(
+                f"rows {self.rows.shape} and target {self.target.shape} do not fit {n} users"
+            )
+        if self.owner.size and self.owner.shape != (n,):
+            raise ValueError(f"owner has shape {self.owner.shape}, want ({n},)")
+        if self.rows.size and (self.rows.min() < -1 or self.rows.max() >= self.items.shape[0]):
+            raise ValueError("rows must be -1 or rows of items")
+        k = self.rows.shape[1]
+        if n and (self.target.min() < -1 or self.target.max() >= k):
+            raise ValueError(f"target positions must be -1 or in [0, {k})")
+        hit = self.target >= 0
+        if bool((self.rows[np.flatnonzero(hit), self.target[hit]] < 0).any()):
+            raise ValueError("a target position points at a missing hit")
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    @property
+    def k(self) -> int:
+        """Candidates per list."""
+        return int(self.rows.shape[1])
+
+    def retrieved(self) -> CandidateLists:
+        """The lists whose target was retrieved (the ones the head can rank)."""
+        keep = np.flatnonzero(self.target >= 0)
+        owner = self.owner[keep] if self.owner.size else self.owner
+        return CandidateLists(
+            self.users[keep], self.rows[keep], self.target[keep], self.items, owner
+        )
+
+    def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(users (b, dim), candidates (b, k, dim), mask (b, k))`` of lists ``idx``."""
+        rows = self.rows[idx]
+        return self.users[idx], self.items[np.maximum(rows, 0)], rows >= 0
+
+
+def _ranks(scores: np.ndarray, mask: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """0-based rank of each target among the valid candidates (ties: earlier position first)."""
+    b, k = scores.shape
+    scores = np.where(mask, scores.astype(np.float64), -np.inf)
+    hit = target >= 0
+    t = scores[np.arange(b), np.maximum(target, 0)]  # (b,) the target's score
+    higher = (scores > t[:, None]).sum(axis=1)
+    earlier = ((scores == t[:, None]) & (np.arange(k)[None, :] < target[:, None])).sum(axis=1)
+    return np.where(hit, higher + earlier, MISS_RANK).astype(np.int64)
+
+
+def cosine_ranks(lists: CandidateLists) -> np.ndarray:
+    """``(n,)`` target ranks under plain cosine (what a fresh head ranks by)."""
+    out = []
+    for start in range(0, len(lists), _SCORE_BATCH):
+        idx = np.arange(start, min(start + _SCORE_BATCH, len(lists)))
+        users, cands, mask = lists.batch(idx)
+        cos = np.einsum("bd,bkd->bk", users, cands)  # (b, k)
+        out.append(_ranks(cos, mask, lists.target[idx]))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def head_ranks(head: ScoringHead, lists: CandidateLists) -> np.ndarray:
+    """``(n,)`` target ranks under ``head`` (the worker's ``score_many``)."""
+    out = []
+    for start in range(0, len(lists), _SCORE_BATCH):
+        idx = np.arange(start, min(start + _SCORE_BATCH, len(lists)))
+        users, cands, mask = lists.batch(idx)
+        out.append(_ranks(head.score_many(users, cands), mask, lists.target[idx]))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def list_metrics(ranks: np.ndarray) -> dict[str, float]:
+    """NDCG@10 and HR@10 of target ranks (a miss scores 0)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if ranks.size == 0:
+        raise ValueError("no ranks to average")
+    hit = ranks < 10
+    return {
+        "NDCG@10": float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()),
+        "HR@10": float(hit.mean()),
+    }
+
+
+@dataclass
+class HeadTrainConfig:
+    """Offline head training: a grid of learning rates, each run for up to ``epochs`` epochs.
+
+    ``lists_per_step`` lists (all their candidates) make one ``learn_many`` step; ``positions``
+    is how many of each user's newest training items become a list's target (read by whoever
+    builds the lists).
+    """
+
+    epochs: int = 10
+    positions: int = 10
+    learning_rates: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    lists_per_step: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"head epochs must be >= 1, got {self.epochs}")
+        if self.positions < 1:
+            raise ValueError(f"positions must be >= 1, got {self.positions}")
+        if self.lists_per_step < 1:
+            raise ValueError(f"lists_per_step must be >= 1, got {self.lists_per_step}")
+        if not self.learning_rates or not all(
+            lr > 0 and math.isfinite(lr) for lr in self.learning_rates
+        ):
+            raise ValueError(f"learning rates must be positive numbers, got {self.learning_rates}")
+
+
+@dataclass
+class HeadTrainResult:
+    """The trained heads and what was chosen on validation.
+
+    ``best`` is the trained head with the best validation NDCG@10 over the whole grid; ``head``
+    is the same head when it beats plain cosine on validation, else None (keep cosine).
+    """
+
+    head: ScoringHead | None
+    best: ScoringHead
+    learning_rate: float  # of ``best``
+    epoch: int  # of ``best``
+    valid_cosine: dict[str, float]
+    valid_best: dict[str, float]
+    curves: dict[str, list[float]]  # learning rate -> validation NDCG@10 after each epoch
+    train_lists: int  # lists trained on (target retrieved)
+    steps: int  # learn_many steps of ``best``'s run up to its epoch
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly summary (no weights)."""
+        return {
+            "chosen": "head" if self.head is not None else "cosine",
+            "learning_rate": self.learning_rate,
+            "epoch": self.epoch,
+            "valid_cosine": _rounded(self.valid_cosine),
+            "valid_head": _rounded(self.valid_best),
+            "valid_ndcg10_curves": {k: [round(x, 5) for x in v] for k, v in self.curves.items()},
+            "train_lists": self.train_lists,
+            "steps": self.steps,
+            "train_seconds": round(self.seconds, 1),
+        }
+
+
+def _rounded(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {k: round(v, 5) for k, v in metrics.items()}
+
+
+def _epoch(
+    head: ScoringHead, lists: CandidateLists, per_step: int, rng: np.random.Generator
+) -> int:
+    """One pass over ``lists`` in a random order; returns the number of steps."""
+    order = rng.permutation(len(lists))
+    steps = 0
+    for start in range(0, len(order), per_step):
+        idx = order[start : start + per_step]
+        users, cands, mask = lists.batch(idx)
+        labels = np.zeros(mask.shape, dtype=np.float32)  # (b, k): 1 at the held-in next item
+        labels[np.arange(len(idx)), lists.target[idx]] = 1.0
+        b, k, dim = cands.shape
+        pair_users = np.broadcast_to(users[:, None, :], (b, k, dim))[mask]  # (m, dim)
+        head.learn_many(pair_users, cands[mask], labels[mask])
+        steps += 1
+    return steps
+
+
+def train_head(
+    train: CandidateLists,
+    valid: CandidateLists,
+    hidden: int,
+    online_learning_rate: float,
+    config: HeadTrainConfig,
+) -> HeadTrainResult:
+    """Trains heads on ``train``; picks learning rate and epoch on ``valid`` NDCG@10 vs cosine.
+
+    Args:
+        train: Training lists (only those with a retrieved target are used).
+        valid: Validation lists (all of them: a miss is a miss for every scorer).
+        hidden: Hidden width of the head.
+        online_learning_rate: The learning rate the returned head keeps learning with online.
+        config: Grid and epochs.
+
+    Raises:
+        ValueError: No training list has its target retrieved, or no validation list.
+    """
+    t0 = time.perf_counter()
+    usable = train.retrieved()
+    if len(usable) == 0:
+        raise ValueError("no training list has its target among the candidates")
+    if len(valid) == 0:
+        raise ValueError("no validation lists")
+    dim = train.users.shape[1]
+    valid_cosine = list_metrics(cosine_ranks(valid))
+    best: tuple[float, int, dict[str, torch.Tensor], dict[str, float], int] | None = None
+    curves: dict[str, list[float]] = {}
+    for lr in config.learning_rates:
+        rng = np.random.default_rng(config.seed)
+        head = ScoringHead(dim, hidden=hidden, learning_rate=lr, seed=config.seed)
+        curve = curves.setdefault(f"{lr:g}", [])
+        steps = 0
+        for epoch in range(1, config.epochs + 1):
+            steps += _epoch(head, usable, config.lists_per_step, rng)
+            metrics = list_metrics(head_ranks(head, valid))
+            curve.append(metrics["NDCG@10"])
+            if best is None or metrics["NDCG@10"] > best[3]["NDCG@10"]:
+                best = (lr, epoch, head.to_tensors(), metrics, steps)
+    assert best is not None  # at least one learning rate and one epoch ran
+    lr, epoch, tensors, metrics, steps = best
+    # The same weights with the worker's online learning rate and a fresh Adam state.
+    final = ScoringHead(dim, hidden=hidden, learning_rate=online_learning_rate, seed=config.seed)
+    final.load_tensors(tensors)
+    beats = metrics["NDCG@10"] > valid_cosine["NDCG@10"]
+    seconds = time.perf_counter() - t0
+    return HeadTrainResult(
+        final if beats else None,
+        final,
+        lr,
+        epoch,
+        valid_cosine,
+        metrics,
+        curves,
+        len(usable),
+        steps,
+        seconds,
+    )
