@@ -515,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kafka-python logs every refused connection; the CLI reports failures itself.
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
     from promptrec.broker.exceptions import EmbeddedBrokerError
+    from promptrec.encoder.exceptions import EncoderError
     from promptrec.events.exceptions import EventError
     from promptrec.streams.exceptions import ConfigError, StreamsError
 
@@ -527,7 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         _err(args.command, str(exc))
         return 2
-    except (StreamsError, EmbeddedBrokerError, EventError) as exc:
+    # EncoderError: e.g. a worker's corrupt checkpoint (CheckpointError) is one line, exit 1.
+    except (StreamsError, EmbeddedBrokerError, EventError, EncoderError) as exc:
         _err(args.command, str(exc))
         return 1
     except BrokenPipeError:  # `promptrec tail ... | head`: not an error
