@@ -9,6 +9,13 @@ where each step sees every candidate of a few lists: the held-in next item label
 candidates 0. Only lists whose positive was retrieved are trained on: the head never sees the
 others' positive at serving time, so they teach it nothing about ranking.
 
+Every run starts from plain cosine calibrated to that objective: ``a`` and ``b`` of the head are
+first fitted by logistic regression of the label on the cosine (:func:`calibrate_cosine`), which
+keeps cosine's order (``a > 0``) and turns ``p ~ 1`` for every candidate into the base rate. The
+fresh head's ``10 * cos`` gives every retrieved candidate ``p ~ 1``; BCE steps from there shrink
+``a`` first, and the order with it (measured: validation NDCG@10 fell from 0.095 to 0.013 after
+one epoch at learning rate 1e-3 on MovieLens-100K).
+
 Epochs and learning rate are chosen on VALIDATION lists: the validation target's rank among its
 retrieved candidates (a miss counts as a miss for every scorer) under the head, against the same
 rank under plain cosine (what a fresh head ranks by). Plain cosine is one of the choices, so the
@@ -36,6 +43,7 @@ __all__ = [
     "CandidateLists",
     "HeadTrainConfig",
     "HeadTrainResult",
+    "calibrate_cosine",
     "cosine_ranks",
     "head_ranks",
     "list_metrics",
@@ -230,6 +238,39 @@ def _rounded(metrics: Mapping[str, float]) -> dict[str, float]:
     return {k: round(v, 5) for k, v in metrics.items()}
 
 
+def calibrate_cosine(lists: CandidateLists, iterations: int = 50) -> tuple[float, float]:
+    """``(a, b)`` of the logistic regression ``sigmoid(a * cos + b)`` on the lists' pairs.
+
+    Newton's method on the mean BCE of every (user, candidate) pair, label 1 at the target.
+    Returns the head's initial ``(10, 0)`` when the fit does not converge to finite values.
+    """
+    cos_parts, label_parts = [], []
+    for start in range(0, len(lists), _SCORE_BATCH):
+        idx = np.arange(start, min(start + _SCORE_BATCH, len(lists)))
+        users, cands, mask = lists.batch(idx)
+        labels = np.zeros(mask.shape)
+        hit = lists.target[idx] >= 0
+        labels[np.flatnonzero(hit), lists.target[idx][hit]] = 1.0
+        cos_parts.append(np.einsum("bd,bkd->bk", users, cands)[mask])
+        label_parts.append(labels[mask])
+    x = np.concatenate(cos_parts).astype(np.float64)  # (m,) cosines
+    y = np.concatenate(label_parts)  # (m,) 0/1
+    rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    w = np.array([0.0, math.log(rate / (1 - rate))])  # (a, b): start at the base rate
+    design = np.stack([x, np.ones_like(x)], axis=1)  # (m, 2)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(design @ w)))
+        grad = design.T @ (p - y) / len(y)
+        hess = (design * (p * (1 - p))[:, None]).T @ design / len(y) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w = w - step
+        if not np.isfinite(w).all():
+            return 10.0, 0.0
+        if np.abs(step).max() < 1e-8:
+            break
+    return float(w[0]), float(w[1])
+
+
 def _epoch(
     head: ScoringHead, lists: CandidateLists, per_step: int, rng: np.random.Generator
 ) -> int:
@@ -275,11 +316,15 @@ def train_head(
         raise ValueError("no validation lists")
     dim = train.users.shape[1]
     valid_cosine = list_metrics(cosine_ranks(valid))
+    scale, offset = calibrate_cosine(usable)
     best: tuple[float, int, dict[str, torch.Tensor], dict[str, float], int] | None = None
     curves: dict[str, list[float]] = {}
     for lr in config.learning_rates:
         rng = np.random.default_rng(config.seed)
         head = ScoringHead(dim, hidden=hidden, learning_rate=lr, seed=config.seed)
+        start = head.to_tensors()
+        start["a"], start["b"] = torch.tensor(scale), torch.tensor(offset)
+        head.load_tensors(start)
         curve = curves.setdefault(f"{lr:g}", [])
         steps = 0
         for epoch in range(1, config.epochs + 1):

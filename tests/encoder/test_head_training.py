@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from promptrec.encoder.head import ScoringHead
 from promptrec.encoder.head_training import (
     MISS_RANK,
     CandidateLists,
     HeadTrainConfig,
+    calibrate_cosine,
     cosine_ranks,
     head_ranks,
     list_metrics,
@@ -120,3 +122,20 @@ def test_bad_lists_and_settings_are_rejected() -> None:
         train_head(unreachable, good, 8, 0.01, HeadTrainConfig(epochs=1))
     with pytest.raises(ValueError, match="no ranks"):
         list_metrics(np.zeros(0))
+
+
+def test_calibration_keeps_the_cosine_order_and_fits_the_base_rate() -> None:
+    # Cosine is informative here: the fitted scale is positive, the mean probability the rate.
+    lists = synthetic_lists(300, seed=4, rule="cosine")
+    a, b = calibrate_cosine(lists)
+    assert a > 0
+    users, cands, mask = lists.batch(np.arange(len(lists)))
+    cos = np.einsum("nd,nkd->nk", users, cands)[mask]
+    p = 1.0 / (1.0 + np.exp(-(a * cos + b)))
+    assert p.mean() == pytest.approx(1.0 / K, rel=1e-3)  # logistic regression's moment match
+    # A head with that (a, b) ranks exactly like cosine.
+    head = ScoringHead(DIM, hidden=8)
+    tensors = head.to_tensors()
+    tensors["a"], tensors["b"] = torch.tensor(a), torch.tensor(b)
+    head.load_tensors(tensors)
+    np.testing.assert_array_equal(head_ranks(head, lists), cosine_ranks(lists))
