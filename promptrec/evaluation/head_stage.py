@@ -24,14 +24,8 @@ from typing import Any, Literal
 import numpy as np
 
 from promptrec.encoder.head import ScoringHead
-from promptrec.encoder.head_training import (
-    CandidateLists,
-    HeadTrainConfig,
-    cosine_ranks,
-    head_ranks,
-    list_metrics,
-    train_head,
-)
+from promptrec.encoder.head_lists import CandidateLists, cosine_ranks, head_ranks, list_metrics
+from promptrec.encoder.head_training import HeadTrainConfig, train_head
 from promptrec.encoder.model import RecModel
 from promptrec.evaluation.protocol import Split
 from promptrec.evaluation.stats import paired_test, per_user_metric

@@ -7,16 +7,14 @@ import pytest
 import torch
 
 from promptrec.encoder.head import ScoringHead
-from promptrec.encoder.head_training import (
+from promptrec.encoder.head_lists import (
     MISS_RANK,
     CandidateLists,
-    HeadTrainConfig,
-    calibrate_cosine,
     cosine_ranks,
     head_ranks,
     list_metrics,
-    train_head,
 )
+from promptrec.encoder.head_training import HeadTrainConfig, calibrate_cosine, train_head
 
 DIM, K = 8, 20
 # A weighted inner product with half the weights negative: what cosine gets wrong.
