@@ -24,7 +24,13 @@ from promptrec.encoder.settings import EncoderSettings
 from promptrec.events.schemas import FeedbackEvent
 from promptrec.index import CandidateIndex
 from promptrec.index.settings import IndexSettings
-from promptrec.serving.engine import Engine, _load_model, _restore_head, _restore_or_create
+from promptrec.serving.engine import (
+    Engine,
+    _load_model,
+    _restore_head,
+    _restore_or_create,
+    catalog_executor,
+)
 from promptrec.serving.experiments import Arm, Experiments, IndexKey
 from promptrec.serving.learner import LearnOutcome, OnlineLearner
 from promptrec.serving.popularity import RecentPopularity
@@ -69,6 +75,7 @@ def load_arm_engines(
     prompts = PromptTemplates.load(encoder_settings.prompts_file)
     popularity = RecentPopularity()  # one fallback: clicks do not depend on the arm
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+    encode_executor = catalog_executor(serving.catalog_nice)  # one catalog thread, shared too
     root = serving.state_dir / "arms"
     root.mkdir(parents=True, exist_ok=True)
     models: dict[Path | None, tuple[RecModel | None, str]] = {}
@@ -103,6 +110,7 @@ def load_arm_engines(
             head=_restore_head(head_file, dim, settings),
             popularity=popularity,
             executor=executor,
+            catalog_executor=encode_executor,
             model=model,
             model_tag=model_tag,
             index_dir=index_dir,

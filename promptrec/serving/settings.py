@@ -57,6 +57,14 @@ class ServingSettings(BaseSettings):
         description="Seconds between publications of this worker's head updates (model-updates).",
     )
 
+    catalog_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Niceness added to the catalog-encoding thread (and the torch threads it "
+        "starts): during a catalog burst the per-event path gets the CPU first; 0 = same priority.",
+    )
+
     def filter_limits(self) -> dict[str, int]:
         """The filter bounds as :class:`~promptrec.events.schemas.Limits` keyword arguments."""
         return {
