@@ -75,7 +75,8 @@ def load_arm_engines(
     prompts = PromptTemplates.load(encoder_settings.prompts_file)
     popularity = RecentPopularity()  # one fallback: clicks do not depend on the arm
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-    encode_executor = catalog_executor(serving.catalog_nice)  # one catalog thread, shared too
+    encode_executor = catalog_executor(serving.catalog_nice)  # catalog threads: shared too
+    replay_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay")
     root = serving.state_dir / "arms"
     root.mkdir(parents=True, exist_ok=True)
     models: dict[Path | None, tuple[RecModel | None, str]] = {}
@@ -111,6 +112,7 @@ def load_arm_engines(
             popularity=popularity,
             executor=executor,
             catalog_executor=encode_executor,
+            replay_executor=replay_executor,
             model=model,
             model_tag=model_tag,
             index_dir=index_dir,

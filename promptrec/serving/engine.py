@@ -2,8 +2,10 @@
 
 Index updates, searches and learning steps run on one dedicated thread (:attr:`Engine.executor`),
 so they never interleave and the asyncio loop that drives Kafka stays responsive. Catalog text
-encoding, the one long job (seconds per batch), runs on a second, lower-priority thread
-(:attr:`Engine.catalog_executor`, see :func:`catalog_executor`): a catalog burst does not queue
+encoding, the one long job (seconds per batch), runs on threads of its own: during the start-up
+replay on :attr:`Engine.replay_executor` (normal priority: nothing is served yet, and a shared
+host should not slow the cold start), once the worker serves on :attr:`Engine.catalog_executor`,
+a lower-priority thread (see :func:`catalog_executor`). Either way a catalog burst does not queue
 recommendations behind it. Only the finished vectors go to the index, on the engine thread, so a
 FAISS add never runs concurrently with a search.
 
@@ -60,6 +62,9 @@ class Engine:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
     )
     catalog_executor: ThreadPoolExecutor | None = None  # None: its own (see __post_init__)
+    replay_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay")
+    )
     model: RecModel | None = None
     model_tag: str = ""  # short hash of the checkpoint file; part of every item's content tag
     # Snapshot locations; None: the single-arm defaults under state_dir (experiment arms set them).
@@ -73,7 +78,7 @@ class Engine:
 
     @property
     def encode_executor(self) -> ThreadPoolExecutor:
-        """The catalog-encoding thread (prompt texts -> vectors; never touches the index)."""
+        """The live catalog-encoding thread (texts -> vectors; never touches the index)."""
         assert self.catalog_executor is not None  # set in __post_init__
         return self.catalog_executor
 
@@ -174,6 +179,7 @@ class Engine:
 
     def close(self) -> None:
         """Stop the compute and catalog threads."""
+        self.replay_executor.shutdown(wait=True, cancel_futures=False)
         self.encode_executor.shutdown(wait=True, cancel_futures=False)
         self.executor.shutdown(wait=True, cancel_futures=False)
 
@@ -183,8 +189,9 @@ def catalog_executor(nice: int) -> ThreadPoolExecutor:
 
     Linux niceness is per thread and inherited by the threads a thread creates, so torch's OpenMP
     workers started from this thread run at its priority too: when a recommendation batch and an
-    encode want the same core, the scheduler gives it to the recommendation, and an idle worker
-    (the start-up replay) still encodes on every core. Elsewhere ``nice`` is ignored.
+    encode want the same core, the scheduler gives it to the recommendation, and a worker with
+    nothing else to do still encodes on every core. Elsewhere ``nice`` is ignored. (A thread may
+    not raise its priority again without privileges, hence a separate thread for the replay.)
     """
     return ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="catalog", initializer=_lower_priority, initargs=(nice,)

@@ -100,6 +100,9 @@ def test_catalog_thread_is_its_own_and_runs_lower(engine: Engine) -> None:
 
     base = engine.executor.submit(nice).result()
     assert engine.encode_executor.submit(nice).result() == min(19, base + 10)
+    assert engine.replay_executor.submit(nice).result() == base  # the start-up replay: normal
+    replay = engine.replay_executor.submit(lambda: threading.get_native_id()).result()
+    assert replay != engine.encode_executor.submit(lambda: threading.get_native_id()).result()
 
 
 def test_catalog_nice_zero_keeps_the_priority(tmp_path: Path, tiny_encoder: TextEncoder) -> None:

@@ -1,8 +1,9 @@
 """The catalog agent: items and user profiles -> prompts -> encoder (one call a batch) -> index.
 
-Encoding runs on the engine's catalog thread, the index update on the engine thread: a batch
-that takes seconds to encode never sits in front of a recommendation batch, and FAISS adds stay
-serialised with searches.
+Encoding runs on a catalog thread of the engine (the replay's, then a lower-priority one once
+recommendations are served), the index update on the engine thread: a batch that takes seconds
+to encode never sits in front of a recommendation batch, and FAISS adds stay serialised with
+searches.
 """
 
 from __future__ import annotations
@@ -100,8 +101,10 @@ class CatalogAgent(Agent):
     async def _apply(self, updater: CatalogUpdater, records: list[CatalogRecord]) -> CatalogOutcome:
         # One updater after the other, each committed before the next prepares: a profile store
         # shared by two updaters then shows the second one the first one's content tags.
-        stages = self.ctx.stages
-        executor = self.ctx.engine.encode_executor
+        stages, engine = self.ctx.stages, self.ctx.engine
+        # Lower priority only once recommendations are served: the start-up replay runs alone.
+        live = self.ctx.readiness.catalog.is_set() or self.ctx.readiness.serving
+        executor = engine.encode_executor if live else engine.replay_executor
         plan = await stages.run("encode", self._prepare, updater, records, executor=executor)
         return await stages.run("encode", self._commit, updater, plan)
 
