@@ -79,6 +79,8 @@ class CatalogUpdater:
         self._user_prompt = settings.user_prompt
         self._max_chars = settings.max_text_chars
         self._model_tag = f"{engine.encoder.model_dir.name}:{engine.encoder.max_length}"
+        if engine.encoder.dtype == "int8":  # switching modes re-encodes the restored snapshot
+            self._model_tag += ":int8"
         if engine.model_tag:  # adapted vectors depend on the checkpoint too
             self._model_tag += f":{engine.model_tag}"
         # Ids seen during the start-up replay; ids restored from a snapshot but absent from the
