@@ -43,12 +43,12 @@ class Burst(threading.Thread):
         self.start_s = self.end_s = 0.0  # epoch seconds: first record sent, last one applied
         self.publish_s = 0.0
         self.error: str | None = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         """Wait, publish, then poll the worker until every burst record is applied."""
         try:
-            if self._stop.wait(self.after):
+            if self._halt.wait(self.after):
                 return
             before = self.cluster.catalog_done()
             self.start_s = time.time()
@@ -59,7 +59,7 @@ class Burst(threading.Thread):
             self.publish_s = float(sent["seconds"])
             expected = before + int(sent["items"])
             deadline = time.monotonic() + self.timeout
-            while not self._stop.is_set() and time.monotonic() < deadline:
+            while not self._halt.is_set() and time.monotonic() < deadline:
                 if self.cluster.catalog_done() >= expected:
                     self.end_s = time.time()
                     return
@@ -70,7 +70,7 @@ class Burst(threading.Thread):
 
     def finish(self) -> None:
         """Stop waiting (the stream is over) and join."""
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=30)
 
 
