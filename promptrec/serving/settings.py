@@ -61,8 +61,9 @@ class ServingSettings(BaseSettings):
         default=10,
         ge=0,
         le=19,
-        description="Niceness added to the catalog-encoding thread (and the torch threads it "
-        "starts): during a catalog burst the per-event path gets the CPU first; 0 = same priority.",
+        description="Niceness added to the thread (and its torch threads) that encodes catalog "
+        "updates once the worker serves, so the per-event path gets the CPU first during a burst "
+        "(the start-up replay keeps normal priority); 0 = same priority.",
     )
 
     def filter_limits(self) -> dict[str, int]:
