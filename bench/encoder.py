@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default="auto", help="auto (cpu + cuda if present), cpu or cuda")
     p.add_argument("--model-dir", type=Path, default=None, help="default: all-MiniLM-L6-v2")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--quantize", choices=["none", "int8", "both"], default="none",
+                   help="CPU: exact float32, dynamic int8 linear layers, or both")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="JSON result file")
 
 
@@ -94,12 +96,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("CUDA not available: CPU only")
     points = []
     for device in devices:
-        variants = [True] if device == "cpu" else [True, False]  # fp16, then fp32 on CUDA
+        # CUDA: fp16, then fp32. CPU: float32 and/or dynamic int8.
+        quant = {"none": ["none"], "int8": ["int8"], "both": ["none", "int8"]}[args.quantize]
+        cuda = [(True, "none"), (False, "none")]
+        variants = [(True, q) for q in quant] if device == "cpu" else cuda
         sizes = args.batch_sizes if device == "cpu" else args.cuda_batch_sizes
-        for fp16 in variants:
+        for fp16, quantize in variants:
             encoder = TextEncoder(
-                args.model_dir, device=device, fp16=fp16, torch_threads=args.threads
-            )
+                args.model_dir, device=device, fp16=fp16, torch_threads=args.threads,
+                quantize=quantize,
+            )  # fmt: skip
             tokens = encoder._tokenizer(texts[:500], truncation=True, max_length=encoder.max_length)
             mean_tokens = sum(map(len, tokens["input_ids"])) / len(tokens["input_ids"])
             for batch in sizes:
@@ -110,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"{point['texts_per_s']:.0f} texts/s")  # fmt: skip
             del encoder
     result = {
-        "config": {"texts": args.texts, "max_seconds": args.max_seconds},
+        "config": {"texts": args.texts, "max_seconds": args.max_seconds, "quantize": args.quantize},
         "mean_text_chars": chars,
         "example_text": texts[0],
         "torch_threads": torch.get_num_threads(),

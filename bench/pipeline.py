@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.burst import Burst, burst_summary
 from bench.common import cpu_seconds, percentiles, start_profiler, stop_profiler, write_json
 from bench.floor import end_offsets, run_floor
 from bench.pipeline_report import print_result, stage_diff, stage_totals
@@ -97,6 +98,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop waiting after S s without a recommendation")  # fmt: skip
     p.add_argument("--ready-timeout", type=float, default=1800.0,
                    help="max seconds for model load + catalog encode")  # fmt: skip
+    p.add_argument("--burst-items", type=int, default=0, metavar="N",
+                   help="paced rates: N new items published into the stream")  # fmt: skip
+    p.add_argument("--burst-after", type=float, default=5.0, metavar="S",
+                   help="seconds into the stream the burst starts (default 5)")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="JSON result file")
 
 
@@ -163,6 +168,11 @@ def run_events(
     idle_since = time.monotonic()
     next_rss = 0.0
     sent: dict[str, Any] | None = None
+    burst = None
+    if rate > 0 and args.burst_items > 0:
+        burst = Burst(cluster, args.burst_items, args.burst_after, args.seed, f"{tag}-new-",
+                      args.ready_timeout)  # fmt: skip
+        burst.start()
     try:
         while len(seen) < n_events:
             cluster.check_alive()
@@ -195,6 +205,8 @@ def run_events(
                 print(f"  no recommendation for {args.idle_timeout:.0f} s; stopping this run")
                 break
     finally:
+        if burst is not None:
+            burst.finish()
         stop_profiler(profiler)
         if producer.poll() is None:
             producer.terminate()
@@ -230,6 +242,7 @@ def run_events(
         "broker_cpu_ms_per_event": 1000.0 * bcpu / received if received else float("nan"),
         "worker_rss_mb": {"final": rss_now / MB, "peak": max(rss_hwm, rss_peak) / MB},
         "worker_stages": stage_diff(stage_totals(cluster), stages0),
+        "burst": burst_summary(burst, samples) if burst is not None else None,
         # Where the floor starts reading this run's events (read before they were produced).
         "interactions_start": offsets0,
         "event_prefix": prefix,
@@ -302,6 +315,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "floor": args.floor,
             "settle_s": args.settle,
             "ramp_s": args.ramp,
+            "burst_items": args.burst_items,
+            "burst_after_s": args.burst_after,
         },
         "worker_startup_s": startup,
         "warm_up_s": warm,

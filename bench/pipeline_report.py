@@ -88,6 +88,18 @@ def print_result(result: dict[str, Any]) -> None:
     if result.get("floor_events_per_s"):
         print(f"\n  floor {result['floor_events_per_s']:,.0f} events/s; worker at MAX "
               f"{_ratio(result.get('ratio_to_floor'))} of it")  # fmt: skip
+    bursts = [(r["rate"], r["steady_latency_ms"], r["burst"]) for r in result["runs"] if r["burst"]]
+    if bursts:
+        print_table(
+            "catalog burst during the stream: latency of interactions sent while it was encoded",
+            ["rate", "new items", "applied", "encode s", "texts/s", "n", "p50 ms", "p95 ms",
+             "p99 ms", "max ms", "stream p99 ms"],
+            [[str(rate), b["items"], _yes(b["applied"]), b["encode_s"] or float("nan"),
+              b["texts_per_s"] or float("nan"), b["latency_during_ms"]["n"],
+              b["latency_during_ms"]["p50"], b["latency_during_ms"]["p95"],
+              b["latency_during_ms"]["p99"], b["latency_during_ms"]["max"], steady["p99"]]
+             for rate, steady, b in bursts],
+        )  # fmt: skip
     for r in result["runs"]:
         stages = r["worker_stages"]
         n = max(r["recommendations"], 1)

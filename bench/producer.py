@@ -46,6 +46,9 @@ def _catalog(args: argparse.Namespace, settings: StreamSettings) -> dict[str, fl
     t0 = time.perf_counter()
     n_items = n_users = 0
     for item in data.items():
+        if args.item_prefix:  # a burst of new items: new ids, an edited title (new texts)
+            item["item_id"] = f"{args.item_prefix}{item['item_id']}"
+            item["title"] = f"{item['title']} (new edition)"
         raw = json.dumps(item, separators=(",", ":")).encode()
         producer.send(names.items, key=item["item_id"].encode(), value=raw)
         n_items += 1
@@ -110,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--event-prefix", default="be-")
     parser.add_argument("--profiles", type=int, default=1, help="1: publish user profiles too")
+    parser.add_argument("--item-prefix", default="", help="catalog: prefix new item ids with it")
     args = parser.parse_args(argv)
     settings = StreamSettings(broker=args.broker, topic_prefix=args.topic_prefix)
     result = _catalog(args, settings) if args.phase == "catalog" else _events(args, settings)

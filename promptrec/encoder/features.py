@@ -56,7 +56,10 @@ def encode_cached(
     With ``cache_dir`` the result is read from / written to
     ``cache_dir/text-<sha>.safetensors`` (sha of model, token limit and texts).
     """
-    digest = hashlib.sha256(f"{encoder.model_dir.name}:{encoder.max_length}".encode())
+    key = f"{encoder.model_dir.name}:{encoder.max_length}"
+    if encoder.dtype == "int8":  # approximate vectors never share an entry with exact ones
+        key += ":int8"
+    digest = hashlib.sha256(key.encode())
     for text in texts:
         digest.update(text.encode("utf-8") + b"\x00")
     path = cache_dir / f"text-{digest.hexdigest()[:24]}.safetensors" if cache_dir else None

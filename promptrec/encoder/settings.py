@@ -47,6 +47,11 @@ class EncoderSettings(BaseSettings):
             "item vectors and builds user vectors with the sequence model."
         ),
     )
+    quantize: Literal["none", "int8"] = Field(
+        default="none",
+        description="CPU only: `int8` runs the transformer's linear layers in dynamic int8 "
+        "(faster, approximate vectors; see the README for its cosine to exact and its NDCG).",
+    )
     torch_threads: int = Field(
         default=0, ge=0, description="torch CPU threads; 0 keeps torch's default."
     )

@@ -30,6 +30,7 @@ from promptrec.serving.engine import (
     _restore_head,
     _restore_or_create,
     base_head,
+    catalog_executor,
 )
 from promptrec.serving.experiments import Arm, Experiments, IndexKey
 from promptrec.serving.learner import LearnOutcome, OnlineLearner
@@ -75,6 +76,8 @@ def load_arm_engines(
     prompts = PromptTemplates.load(encoder_settings.prompts_file)
     popularity = RecentPopularity()  # one fallback: clicks do not depend on the arm
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+    encode_executor = catalog_executor(serving.catalog_nice)  # catalog threads: shared too
+    replay_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay")
     root = serving.state_dir / "arms"
     root.mkdir(parents=True, exist_ok=True)
     models: dict[Path | None, tuple[RecModel | None, str]] = {}
@@ -109,6 +112,8 @@ def load_arm_engines(
             head=_restore_head(head_file, dim, settings, base_head(settings, dim)),
             popularity=popularity,
             executor=executor,
+            catalog_executor=encode_executor,
+            replay_executor=replay_executor,
             model=model,
             model_tag=model_tag,
             index_dir=index_dir,

@@ -4,6 +4,11 @@ Each worker replays the compacted ``items`` and ``users`` topics in full (see
 :mod:`promptrec.streams.catalog_reader`), so every worker holds the whole catalog whichever
 interaction partitions it owns. Items are re-encoded only when their prompt text changes: the
 index stores a content hash per item, which also makes a restored snapshot a cache for the replay.
+
+A batch is applied in two steps so the slow one can run off the engine thread:
+:meth:`CatalogUpdater.prepare` decodes, renders and encodes (seconds for a full batch; it only
+reads the stores' content tags), :meth:`CatalogUpdater.commit` writes the finished vectors to the
+index and profile store (milliseconds) and must run where searches run, on the engine thread.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from promptrec.encoder.features import render_fields
 from promptrec.events.exceptions import InvalidEvent, ReasonCode
 from promptrec.events.schemas import Limits, decode_item, decode_user
 from promptrec.serving.engine import Engine
 
-__all__ = ["CatalogOutcome", "CatalogRecord", "CatalogUpdater"]
+__all__ = ["CatalogOutcome", "CatalogPlan", "CatalogRecord", "CatalogUpdater"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,23 @@ class CatalogOutcome:
     dead: list[tuple[CatalogRecord, InvalidEvent]] = field(default_factory=list)
 
 
+@dataclass
+class CatalogPlan:
+    """A prepared batch (:meth:`CatalogUpdater.prepare`): vectors encoded, stores untouched."""
+
+    dead: list[tuple[CatalogRecord, InvalidEvent]] = field(default_factory=list)
+    drop_items: list[str] = field(default_factory=list)
+    drop_users: list[str] = field(default_factory=list)
+    item_ids: list[str] = field(default_factory=list)
+    item_tags: list[str] = field(default_factory=list)
+    item_vectors: np.ndarray | None = None  # (len(item_ids), index dim)
+    user_ids: list[str] = field(default_factory=list)
+    user_tags: list[str] = field(default_factory=list)
+    user_vectors: np.ndarray | None = None  # (len(user_ids), encoder dim)
+    attrs: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # item_id -> attributes
+    unchanged: int = 0  # items whose text (content tag) did not change
+
+
 class CatalogUpdater:
     """Applies catalog records to the engine's item index and user-profile store."""
 
@@ -55,6 +79,8 @@ class CatalogUpdater:
         self._user_prompt = settings.user_prompt
         self._max_chars = settings.max_text_chars
         self._model_tag = f"{engine.encoder.model_dir.name}:{engine.encoder.max_length}"
+        if engine.encoder.dtype == "int8":  # switching modes re-encodes the restored snapshot
+            self._model_tag += ":int8"
         if engine.model_tag:  # adapted vectors depend on the checkpoint too
             self._model_tag += f":{engine.model_tag}"
         # Ids seen during the start-up replay; ids restored from a snapshot but absent from the
@@ -64,42 +90,56 @@ class CatalogUpdater:
 
     def apply_many(self, records: Sequence[CatalogRecord]) -> CatalogOutcome:
         """Decode, render prompts, encode what changed in one call, update index and profiles."""
-        out = CatalogOutcome()
+        return self.commit(self.prepare(records))
+
+    def prepare(self, records: Sequence[CatalogRecord]) -> CatalogPlan:
+        """Decode and render the batch and encode what changed; the stores are only read.
+
+        Safe on another thread than searches as long as no :meth:`commit` of this updater runs
+        at the same time (the catalog agent awaits each batch's commit before the next prepare).
+        """
+        plan = CatalogPlan()
         items: dict[str, str] = {}  # item_id -> prompt text; last record of an id wins
-        attrs: dict[str, Mapping[str, Any]] = {}  # item_id -> attributes (filters)
         users: dict[str, str] = {}
         drop_items: set[str] = set()
         drop_users: set[str] = set()
         for rec in records:
             try:
-                self._collect(rec, items, attrs, users, drop_items, drop_users)
+                self._collect(rec, items, plan.attrs, users, drop_items, drop_users)
             except InvalidEvent as exc:
-                out.dead.append((rec, exc))
-        out.removed = self.engine.index.remove_many(sorted(drop_items))
-        self.engine.profiles.remove_many(sorted(drop_users))
+                plan.dead.append((rec, exc))
+        plan.drop_items, plan.drop_users = sorted(drop_items), sorted(drop_users)
         item_todo = self._changed(self.engine.index, items)
         user_todo = self._changed(self.engine.profiles, users)
-        out.unchanged = len(items) - len(item_todo)
+        plan.unchanged = len(items) - len(item_todo)
+        plan.item_ids, plan.item_tags = [i for i, _, _ in item_todo], [h for _, _, h in item_todo]
+        plan.user_ids, plan.user_tags = [u for u, _, _ in user_todo], [h for _, _, h in user_todo]
         texts = [text for _, text, _ in item_todo] + [text for _, text, _ in user_todo]
         if texts:
             # One encoder call for items and profiles: (n, dim) float32, L2-normalised.
             vectors = self.engine.encoder.encode_many(texts)
             n_items = len(item_todo)
             if item_todo:
-                ids = [i for i, _, _ in item_todo]
                 # (n_items, index dim): adapted by the trained model when there is one.
-                item_vecs = self.engine.item_vectors(vectors[:n_items], ids)
-                self.engine.index.upsert_many(ids, item_vecs, [h for _, _, h in item_todo])
-            if user_todo:
-                self.engine.profiles.upsert_many(
-                    [u for u, _, _ in user_todo], vectors[n_items:], [h for _, _, h in user_todo]
-                )
-        if attrs:
+                plan.item_vectors = self.engine.item_vectors(vectors[:n_items], plan.item_ids)
+            plan.user_vectors = vectors[n_items:]
+        return plan
+
+    def commit(self, plan: CatalogPlan) -> CatalogOutcome:
+        """Apply a prepared batch to the index and profile store (idempotent: safe to retry)."""
+        out = CatalogOutcome(dead=list(plan.dead), unchanged=plan.unchanged)
+        out.removed = self.engine.index.remove_many(plan.drop_items)
+        self.engine.profiles.remove_many(plan.drop_users)
+        if plan.item_ids and plan.item_vectors is not None:
+            self.engine.index.upsert_many(plan.item_ids, plan.item_vectors, plan.item_tags)
+        if plan.user_ids and plan.user_vectors is not None:
+            self.engine.profiles.upsert_many(plan.user_ids, plan.user_vectors, plan.user_tags)
+        if plan.attrs:
             # Also for items whose text did not change: their attributes may have (a no-op
             # comparison when they did not).
-            self.engine.index.set_attributes_many(list(attrs), list(attrs.values()))
-        out.upserted = len(item_todo)
-        out.profiles = len(user_todo)
+            self.engine.index.set_attributes_many(list(plan.attrs), list(plan.attrs.values()))
+        out.upserted = len(plan.item_ids)
+        out.profiles = len(plan.user_ids)
         return out
 
     def finish_replay(self) -> int:

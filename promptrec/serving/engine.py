@@ -1,8 +1,13 @@
 """The worker's model state: encoder, prompts, candidate index, user profiles, scoring head.
 
-Everything heavy (encoding, FAISS, the head) runs on one dedicated thread (:attr:`Engine.executor`),
-so index updates, searches and learning steps never interleave and the asyncio loop that drives
-Kafka stays responsive.
+Index updates, searches and learning steps run on one dedicated thread (:attr:`Engine.executor`),
+so they never interleave and the asyncio loop that drives Kafka stays responsive. Catalog text
+encoding, the one long job (seconds per batch), runs on threads of its own: during the start-up
+replay on :attr:`Engine.replay_executor` (normal priority: nothing is served yet, and a shared
+host should not slow the cold start), once the worker serves on :attr:`Engine.catalog_executor`,
+a lower-priority thread (see :func:`catalog_executor`). Either way a catalog burst does not queue
+recommendations behind it. Only the finished vectors go to the index, on the engine thread, so a
+FAISS add never runs concurrently with a search.
 
 With a trained checkpoint (``EncoderSettings.checkpoint``, from ``promptrec train``) the index
 holds the model's adapted item vectors (text adapter + ID vector for items seen in training;
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +42,7 @@ from promptrec.index.settings import IndexSettings
 from promptrec.serving.popularity import RecentPopularity
 from promptrec.serving.settings import ServingSettings
 
-__all__ = ["Engine", "base_head"]
+__all__ = ["Engine", "base_head", "catalog_executor"]
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +64,26 @@ class Engine:
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
     )
+    catalog_executor: ThreadPoolExecutor | None = None  # None: its own (see __post_init__)
+    replay_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay")
+    )
     model: RecModel | None = None
     model_tag: str = ""  # short hash of the checkpoint file; part of every item's content tag
     # Snapshot locations; None: the single-arm defaults under state_dir (experiment arms set them).
     index_dir: Path | None = None
     profiles_dir: Path | None = None
     head_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.catalog_executor is None:
+            self.catalog_executor = catalog_executor(self.serving.catalog_nice)
+
+    @property
+    def encode_executor(self) -> ThreadPoolExecutor:
+        """The live catalog-encoding thread (texts -> vectors; never touches the index)."""
+        assert self.catalog_executor is not None  # set in __post_init__
+        return self.catalog_executor
 
     def item_vectors(self, text: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
         """Index vectors ``(n, index dim)`` from ``(n, encoder dim)`` frozen text vectors."""
@@ -161,8 +182,34 @@ class Engine:
         self.head.save(self.head_path)
 
     def close(self) -> None:
-        """Stop the compute thread."""
+        """Stop the compute and catalog threads."""
+        self.replay_executor.shutdown(wait=True, cancel_futures=False)
+        self.encode_executor.shutdown(wait=True, cancel_futures=False)
         self.executor.shutdown(wait=True, cancel_futures=False)
+
+
+def catalog_executor(nice: int) -> ThreadPoolExecutor:
+    """One thread for catalog encoding, ``nice`` steps below the process's priority.
+
+    Linux niceness is per thread and inherited by the threads a thread creates, so torch's OpenMP
+    workers started from this thread run at its priority too: when a recommendation batch and an
+    encode want the same core, the scheduler gives it to the recommendation, and a worker with
+    nothing else to do still encodes on every core. Elsewhere ``nice`` is ignored. (A thread may
+    not raise its priority again without privileges, hence a separate thread for the replay.)
+    """
+    return ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="catalog", initializer=_lower_priority, initargs=(nice,)
+    )
+
+
+def _lower_priority(nice: int) -> None:
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:  # not permitted in some sandboxes: same priority, still its own thread
+        log.warning("could not lower the catalog thread's priority: %s", exc)
 
 
 def _load_model(settings: EncoderSettings, encoder: TextEncoder) -> tuple[RecModel | None, str]:

@@ -57,6 +57,15 @@ class ServingSettings(BaseSettings):
         description="Seconds between publications of this worker's head updates (model-updates).",
     )
 
+    catalog_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Niceness added to the thread (and its torch threads) that encodes catalog "
+        "updates once the worker serves, so the per-event path gets the CPU first during a burst "
+        "(the start-up replay keeps normal priority); 0 = same priority.",
+    )
+
     def filter_limits(self) -> dict[str, int]:
         """The filter bounds as :class:`~promptrec.events.schemas.Limits` keyword arguments."""
         return {

@@ -156,6 +156,22 @@ def test_readiness_has_one_deadline_for_both_replays() -> None:
     assert ready.remaining() == 0.0
 
 
+def test_serving_starts_with_both_replays_or_at_the_deadline() -> None:
+    clock = FakeClock()
+    ready = Readiness(10.0, clock=clock)
+    assert not ready.serving  # not started: no deadline yet
+    ready.start()
+    clock.now += 9.0
+    ready.catalog.set()
+    assert not ready.serving  # the model replay is still pending, the deadline not reached
+    clock.now += 1.0
+    assert ready.serving  # past the deadline the agents serve anyway
+    done = Readiness(10.0, clock=clock)
+    done.catalog.set()
+    done.model.set()
+    assert done.serving
+
+
 def test_wait_past_the_deadline_returns_at_once_and_reports_not_replayed() -> None:
     clock = FakeClock()
     ready = Readiness(30.0, clock=clock)

@@ -1,18 +1,23 @@
-"""The catalog agent: items and user profiles -> prompts -> encoder (one call a batch) -> index."""
+"""The catalog agent: items and user profiles -> prompts -> encoder (one call a batch) -> index.
+
+Encoding runs on a catalog thread of the engine (the replay's, then a lower-priority one once
+recommendations are served), the index update on the engine thread: a batch that takes seconds
+to encode never sits in front of a recommendation batch, and FAISS adds stay serialised with
+searches.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import Counter
-from typing import Any
 
 import faust
 import torch
 
 from promptrec.events.exceptions import ReasonCode
 from promptrec.serving.arms import Arms
-from promptrec.serving.catalog import CatalogOutcome, CatalogRecord, CatalogUpdater
+from promptrec.serving.catalog import CatalogOutcome, CatalogPlan, CatalogRecord, CatalogUpdater
 from promptrec.streams.agents.base import Agent, set_threads
 from promptrec.streams.agents.context import AgentContext
 from promptrec.streams.agents.stages import StageFailed
@@ -61,7 +66,9 @@ class CatalogAgent(Agent):
         m.batch_size.labels("catalog").observe(len(records))
         t0 = time.perf_counter()
         try:
-            outcome: CatalogOutcome = await ctx.stages.run("encode", self._encode_many, records)
+            # Same records, decoded the same way: the first outcome counts for the metrics.
+            outcomes = [await self._apply(updater, records) for updater in self.updaters]
+            outcome = outcomes[0]
         except StageFailed as exc:
             for rec in records:
                 await ctx.dead.send(rec, ReasonCode.processing_error, str(exc))
@@ -91,16 +98,28 @@ class CatalogAgent(Agent):
         ctx.metrics.catalog_ready.set(1)
         ctx.readiness.catalog.set()
 
-    def _encode_many(self, records: list[CatalogRecord]) -> Any:
-        # Catalog encoding is bulk work: every core. The per-event path is not: on a small
-        # machine, OpenMP threads spinning for a (64 x 100)-candidate forward starve the event
-        # loop and the broker (measured: ~25% less worker CPU per event with 1 thread).
+    async def _apply(self, updater: CatalogUpdater, records: list[CatalogRecord]) -> CatalogOutcome:
+        # One updater after the other, each committed before the next prepares: a profile store
+        # shared by two updaters then shows the second one the first one's content tags.
+        stages, engine = self.ctx.stages, self.ctx.engine
+        # Lower priority only once recommendations are served: the start-up replay runs alone.
+        live = self.ctx.readiness.catalog.is_set() or self.ctx.readiness.serving
+        executor = engine.encode_executor if live else engine.replay_executor
+        plan = await stages.run("encode", self._prepare, updater, records, executor=executor)
+        return await stages.run("encode", self._commit, updater, plan)
+
+    def _prepare(self, updater: CatalogUpdater, records: list[CatalogRecord]) -> CatalogPlan:
+        # On the catalog thread. Catalog encoding is bulk work: every core (torch thread counts
+        # are per OS thread, so this does not change the engine thread's). The per-event path
+        # is not: on a small machine, OpenMP threads spinning for a (64 x 100)-candidate forward
+        # starve the event loop and the broker (measured: ~25% less worker CPU per event with 1).
         set_threads(self._encode_threads)
-        outcome = self.updater.apply_many(records)
-        for updater in self.updaters[1:]:
-            # Same records, decoded the same way: the first outcome counts for the metrics.
-            updater.apply_many(records)
-        return outcome
+        return updater.prepare(records)
+
+    def _commit(self, updater: CatalogUpdater, plan: CatalogPlan) -> CatalogOutcome:
+        # On the engine thread, between searches: milliseconds (FAISS add of the batch).
+        set_threads(self.ctx.settings.compute_threads)
+        return updater.commit(plan)
 
     def _finish_replay(self) -> int:
         removed = self.updater.finish_replay()

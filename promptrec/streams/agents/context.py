@@ -47,6 +47,11 @@ class Readiness:
         """Both replays are complete: the worker serves up-to-date answers."""
         return self.catalog.is_set() and self.model.is_set()
 
+    @property
+    def serving(self) -> bool:
+        """The event agents serve: both replays are done, or the deadline has passed."""
+        return self.replayed or (self._deadline is not None and self.remaining() == 0.0)
+
     def start(self) -> None:
         """Start the deadline (idempotent: every waiter shares the first start)."""
         if self._deadline is None:

@@ -52,13 +52,16 @@ class StageRunner:
         self.retries = retries
         self._faults = dict(faults or {})
 
-    async def run(self, stage: str, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the engine thread; retried, then :class:`StageFailed`."""
+    async def run(
+        self, stage: str, fn: Callable[..., T], *args: Any, executor: Executor | None = None
+    ) -> T:
+        """``fn(*args)`` on the engine thread (or ``executor``), retried; else StageFailed."""
         loop = asyncio.get_running_loop()
+        pool = executor or self.executor
 
         async def attempt() -> T:
             self._inject_fault(stage)
-            return await loop.run_in_executor(self.executor, fn, *args)
+            return await loop.run_in_executor(pool, fn, *args)
 
         def failed(n: int, exc: BaseException, delay: float) -> None:
             self.metrics.retries.labels(stage).inc()
