@@ -73,16 +73,20 @@ class Recommender:
         Returns ``(users, has_signal)``: (batch, dim) float32 L2-normalised, (batch,) bool.
         """
         engine = self.engine
-        unique = sorted({item for recent in recents for item in recent})
-        # One lookup for the whole batch: (n_unique, dim) float32 + found mask.
-        vectors, found = engine.index.get_many(unique)
-        row = {item: i for i, item in enumerate(unique) if found[i]}
-        histories = []
-        for recent in recents:
-            rows = [row[item] for item in recent if item in row]
-            histories.append(vectors[rows] if rows else vectors[:0])
-        profile_vecs, has_profile = engine.profiles.get_many(list(user_ids))
-        profiles = [profile_vecs[i] if has_profile[i] else None for i in range(len(user_ids))]
+        index = engine.index
+        # One dict pass and one gather for the whole batch: storage rows of every recent item
+        # (-1: not indexed), then (n_found, dim) float32 vectors split into per-user views.
+        rows = index.rows_of(item for recent in recents for item in recent)
+        found = rows >= 0
+        # Split points: found items before the end of each history but the last.
+        ends = np.cumsum([len(recent) for recent in recents], dtype=np.int64)[:-1]
+        before = np.concatenate([[0], np.cumsum(found)])[ends]
+        histories = np.split(index.vectors_at(rows[found]), before) if len(recents) else []
+        profiles: list[np.ndarray | None] = [None] * len(user_ids)
+        if len(engine.profiles):  # most workers publish no profiles: nothing to look up
+            profile_vecs, has_profile = engine.profiles.get_many(list(user_ids))
+            for i in np.flatnonzero(has_profile).tolist():
+                profiles[i] = profile_vecs[i]
         return engine.build_users(histories, profiles)
 
     def recommend_many(self, queries: Sequence[Query]) -> RecommendBatch:
@@ -189,9 +193,9 @@ class Recommender:
         index = self.engine.index
         mask = candidates >= 0  # (b, width); missing slots are scored -inf
         counts = mask.sum(axis=1)
-        batch = index.vectors_at(candidates)  # (b, width, dim), one gather from the index
-        scores = self.engine.head.score_many(users[rows], batch, check=False)  # (b, width)
-        scores = np.where(mask, scores, -np.inf)
+        # (b, width) logits; the head gathers the candidates from the index storage itself.
+        scores = self.engine.head.score_rows(users[rows], index.storage, np.maximum(candidates, 0))
+        scores[~mask] = -np.inf
         # One partial sort for the whole batch: the best kmax per row, then exact order.
         kmax = min(max(queries[int(i)].k for i in rows), width)
         if kmax < width:
