@@ -6,9 +6,11 @@ forward -> top-k), on realistic state: ``--items`` indexed items (synthetic embe
 vectors, :func:`bench.index.make_vectors`), ``--users`` users whose histories hold 1 to
 ``--history`` items (uniform; the exclusion set is the whole history, the user vector its last
 ``recent_items``), ``--batch`` queries per call, one FAISS/torch thread (the worker's
-``compute_threads``). Reported per configuration: wall and process-CPU ms per batch and CPU
-microseconds per event for each stage the recommender times (``user``, ``search``, ``score``;
-the recommender's stage clock is switched to ``time.thread_time``).
+``compute_threads``; ``--busy-thread`` adds a pure-Python thread beside it, as the worker's
+event loop is, so that wall time includes waiting for the GIL). Reported per configuration:
+wall and CPU ms per batch (this thread) and CPU microseconds per event for each stage the
+recommender times (``user``, ``search``, ``score``; the recommender's stage clock is switched
+to ``time.thread_time``).
 
 Configurations (``--models``):
 
@@ -20,13 +22,15 @@ Configurations (``--models``):
 The head is ``--head learned`` by default: a few hundred online steps on random pairs, so its
 hidden layer is active (a fresh head's second layer is zero). ``--dump FILE`` writes every
 answer (ids and scores) and ``--compare FILE`` checks the answers against such a dump: that is
-how a change of the math is shown not to change results.
+how a change of the math is shown not to change results (``recall``: the share of the
+reference's items an answer keeps, for changes such as ``--candidates`` that may).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="default,checkpoint", help="default,checkpoint")
     p.add_argument("--dim", type=int, default=384, help="frozen-encoder width (default 384)")
     p.add_argument("--head", choices=["learned", "fresh"], default="learned")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="FAISS candidates per query (default 100)")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="FAISS/torch threads (default 1)")
+    p.add_argument("--busy-thread", action="store_true",
+                   help="a pure-Python thread runs beside (as the worker's event loop): wall "
+                        "time then includes waiting for the GIL")  # fmt: skip
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--dump", type=Path, default=None, help="write every answer to this JSON")
     p.add_argument("--compare", type=Path, default=None, help="check answers against a dump")
@@ -85,7 +94,9 @@ def _engine(model: str, args: argparse.Namespace) -> Any:
             pick = rng.integers(0, args.items, (2, 32))
             head.learn_many(vecs[pick[0]], vecs[pick[1]], rng.integers(0, 2, 32).astype(np.float32))
     return Engine(
-        serving=ServingSettings(),
+        serving=ServingSettings(
+            **({} if args.candidates is None else {"candidates": args.candidates})
+        ),
         encoder_settings=EncoderSettings(),
         index_settings=IndexSettings(),
         encoder=None,  # type: ignore[arg-type]  # recommending encodes nothing
@@ -127,13 +138,16 @@ def _measure(model: str, args: argparse.Namespace) -> tuple[dict[str, Any], list
     rec = Recommender(engine)
     rec.clock = time.thread_time  # stage timings in CPU time: steadier on a shared machine
     batches = _batches(args)
+    stop = threading.Event()
+    if args.busy_thread:
+        threading.Thread(target=_spin, args=(stop,), daemon=True).start()
     answers: list[Any] = []
     wall, cpu = [], []
     stages: dict[str, list[float]] = {}
     for n, queries in enumerate(batches):
-        t, c = time.perf_counter(), time.process_time()
+        t, c = time.perf_counter(), time.thread_time()
         result = rec.recommend_many(queries)
-        w, p = time.perf_counter() - t, time.process_time() - c
+        w, p = time.perf_counter() - t, time.thread_time() - c
         answers.extend([[i, float(s)] for i, s in items] for items in result.items)
         if n == 0:
             continue  # warm-up
@@ -141,6 +155,7 @@ def _measure(model: str, args: argparse.Namespace) -> tuple[dict[str, Any], list
         cpu.append(1000.0 * p)
         for stage, seconds in result.timings.items():
             stages.setdefault(stage, []).append(1e6 * seconds / len(queries))
+    stop.set()
     engine.executor.shutdown()
     row = {
         "model": model,
@@ -155,6 +170,12 @@ def _measure(model: str, args: argparse.Namespace) -> tuple[dict[str, Any], list
     return row, answers
 
 
+def _spin(stop: threading.Event) -> None:
+    """Pure-Python work that holds the GIL between switch intervals, like a busy event loop."""
+    while not stop.is_set():
+        sum(i * i for i in range(2000))
+
+
 def _compare(got: dict[str, list[Any]], path: Path) -> dict[str, Any]:
     """Answers with identical ids in identical order, the largest score change, and whether
     every answer that differs differs only among near-equal scores (gap < ``_NEAR``)."""
@@ -162,9 +183,10 @@ def _compare(got: dict[str, list[Any]], path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model, answers in got.items():
         ref = want.get(model, [])
-        same, near, diff = 0, 0, 0.0
+        same, near, diff, overlap = 0, 0, 0.0, 0.0
         for a, r in zip(answers, ref, strict=False):
             diff = max([diff, *(abs(s - t) for (_, s), (_, t) in zip(a, r, strict=False))])
+            overlap += len({i for i, _ in a} & {i for i, _ in r}) / max(1, len(r))
             if [i for i, _ in a] == [i for i, _ in r]:
                 same += 1
                 continue
@@ -174,7 +196,8 @@ def _compare(got: dict[str, list[Any]], path: Path) -> dict[str, Any]:
             if abs(a[part][1] - r[part][1]) < _NEAR:
                 near += 1
         out[model] = {"answers": len(answers), "identical": same, "near_tie_swaps": near,
-                      "max_score_diff": diff}  # fmt: skip
+                      "max_score_diff": diff,
+                      "recall": overlap / max(1, len(answers))}  # fmt: skip
     return out
 
 
@@ -192,7 +215,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stages = sorted({k for r in rows for k in r["us_per_event"]})
     print_table(
         f"recommend_many: {args.items:,} items, {args.users:,} users, batch {args.batch}, "
-        f"{args.threads} thread(s), {args.head} head (p50 over {args.batches} batches)",
+        f"{args.threads} thread(s), {args.head} head, busy thread: {args.busy_thread} "
+        f"(p50 over {args.batches} batches)",
         ["model", "dim", "wall ms", "wall ms p95", "CPU ms", "CPU ms min", "CPU us/event",
          *stages, *[f"{s} min" for s in stages]],
         [[r["model"], r["dim"], r["batch_ms"]["p50"], r["batch_ms"]["p95"], r["cpu_ms_p50"],
@@ -207,8 +231,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["compare"] = _compare(answers, args.compare)
         print_table(
             f"answers against {args.compare}",
-            ["model", "answers", "identical ids", "near-tie swaps", "max |score diff|"],
-            [[m, c["answers"], c["identical"], c["near_tie_swaps"], c["max_score_diff"]]
+            ["model", "answers", "identical ids", "near-tie swaps", "max |score diff|", "recall"],
+            [[m, c["answers"], c["identical"], c["near_tie_swaps"], c["max_score_diff"],
+              c["recall"]]
              for m, c in result["compare"].items()],
         )  # fmt: skip
     write_json(args.out, "recommend", result)
