@@ -192,8 +192,9 @@ def _compare(got: dict[str, list[Any]], path: Path) -> dict[str, Any]:
                 continue
             # Where the orders part, the reference's scores there are within _NEAR of the
             # other answer's: a swap of near-ties (float rounding), not a different ranking.
-            part = next(j for j, (x, y) in enumerate(zip(a, r, strict=False)) if x[0] != y[0])
-            if abs(a[part][1] - r[part][1]) < _NEAR:
+            pairs = enumerate(zip(a, r, strict=False))
+            part = next((j for j, (x, y) in pairs if x[0] != y[0]), None)  # None: lengths differ
+            if part is not None and abs(a[part][1] - r[part][1]) < _NEAR:
                 near += 1
         out[model] = {"answers": len(answers), "identical": same, "near_tie_swaps": near,
                       "max_score_diff": diff,
