@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -58,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--busy-thread", action="store_true",
                    help="a pure-Python thread runs beside (as the worker's event loop): wall "
                         "time then includes waiting for the GIL")  # fmt: skip
+    p.add_argument("--switch-interval-ms", type=float, default=None,
+                   help="sys.setswitchinterval for the run (default: Python's 5 ms)")  # fmt: skip
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--dump", type=Path, default=None, help="write every answer to this JSON")
     p.add_argument("--compare", type=Path, default=None, help="check answers against a dump")
@@ -207,6 +210,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import faiss
     import torch
 
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000.0)
     faiss.omp_set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     rows, answers = [], {}
