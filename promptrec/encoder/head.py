@@ -188,8 +188,8 @@ class ScoringHead:
         into a scratch buffer kept between calls (a fresh ``(b, n, dim)`` array per batch costs
         page faults), multiplied by their user in place, and scored by one ``(b * n, dim) x
         (dim, hidden + 1)`` GEMM. The same function as :meth:`score_many` up to float rounding.
-        Nothing is checked: the users are the recommender's own and the table rows were checked
-        when they were indexed.
+        Shapes and rows are checked, values are not: the users are the recommender's own and
+        the table rows were checked for finiteness when they were indexed.
 
         Args:
             users: ``(b, dim)`` float32 user vectors.

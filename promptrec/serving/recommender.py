@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class Recommender:
         index = engine.index
         # One dict pass and one gather for the whole batch: storage rows of every recent item
         # (-1: not indexed), then (n_found, dim) float32 vectors split into per-user views.
-        rows = index.rows_of(item for recent in recents for item in recent)
+        rows = index.rows_of(chain.from_iterable(recents))
         found = rows >= 0
         # Split points: found items before the end of each history but the last.
         ends = np.cumsum([len(recent) for recent in recents], dtype=np.int64)[:-1]
