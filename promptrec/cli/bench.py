@@ -34,6 +34,10 @@ _BENCHES: dict[str, tuple[str, str]] = {
         "bench.features",
         "Cost of request filters in the search, of explain=true, and memory of one more arm.",
     ),
+    "recommend": (
+        "bench.recommend",
+        "The recommender's per-batch path in process: microseconds per event by stage.",
+    ),
 }
 
 

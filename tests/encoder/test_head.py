@@ -58,6 +58,43 @@ def test_batched_scoring_is_the_pairwise_forward(rng: np.random.Generator) -> No
     np.testing.assert_array_equal(head.score_many(users, items, check=False), logits)
 
 
+def test_score_rows_is_score_many_of_the_gathered_rows(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The recommender's path: candidates gathered from a table into reused scratch buffers.
+    head = ScoringHead(DIM, hidden=8)
+    for _ in range(5):
+        head.learn_many(_units(rng, 16), _units(rng, 16), rng.integers(0, 2, 16).astype(np.float32))
+    table = _units(rng, 50)
+    # Largest call first, then a smaller and a larger one: stale buffer contents must not leak.
+    for b, n in [(4, 9), (2, 3), (6, 12)]:
+        users, rows = _units(rng, b), rng.integers(0, 50, (b, n))
+        got = head.score_rows(users, table, rows)
+        assert got.shape == (b, n) and got.dtype == np.float32
+        np.testing.assert_allclose(got, head.score_many(users, table[rows]), rtol=1e-5, atol=1e-5)
+    # Calls too large to keep their buffers give the same answers.
+    monkeypatch.setattr("promptrec.encoder.head._KEEP_WORKSPACE_BYTES", 0)
+    users, rows = _units(rng, 3), rng.integers(0, 50, (3, 5))
+    np.testing.assert_allclose(
+        head.score_rows(users, table, rows), head.score_many(users, table[rows]), atol=1e-5
+    )
+    assert head.score_rows(_units(rng, 2), table, np.zeros((2, 0), np.int64)).shape == (2, 0)
+
+
+def test_score_rows_rejects_bad_shapes_and_rows(rng: np.random.Generator) -> None:
+    head = ScoringHead(DIM, hidden=8)
+    table, users = _units(rng, 10), _units(rng, 2)
+    for bad_rows in (np.array([[0, 10]]).repeat(2, 0), np.array([[-1, 0]]).repeat(2, 0)):
+        with pytest.raises(ValueError, match="rows must lie"):
+            head.score_rows(users, table, bad_rows)
+    with pytest.raises(ValueError, match="score_rows needs"):
+        head.score_rows(users, table, np.zeros((3, 2), np.int64))  # 3 row lists, 2 users
+    with pytest.raises(ValueError, match="score_rows needs"):
+        head.score_rows(users, table[:, :4], np.zeros((2, 2), np.int64))
+    with pytest.raises(ValueError, match="score_rows needs"):
+        head.score_rows(users, table, np.zeros(2, np.int64))
+
+
 def test_predict_proba_is_sigmoid_of_score(rng: np.random.Generator) -> None:
     head = ScoringHead(DIM)
     head.learn_many(_units(rng, 8), _units(rng, 8), rng.integers(0, 2, 8).astype(np.float32))
