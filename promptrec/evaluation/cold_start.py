@@ -109,8 +109,8 @@ def cold_start_split(dataset: Dataset, quantile: float = 0.7) -> ColdStart:
             "seen after it; try another --cold-start quantile"
         )
     split = Split(item_ids, user_ids, train, np.array(valid), np.full(len(user_ids), -1))
-    pre = ts[ts < cut]
-    inner = int(np.quantile(pre, quantile)) if len(pre) else cut
+    before = ts[ts < cut]  # the same quantile again, inside the training period
+    inner = int(np.quantile(before, quantile)) if len(before) else cut
     inner_cold = np.array([inner <= first.get(i, cut) < cut for i in range(len(item_ids))])
     return ColdStart(split, cut, quantile, cold, users, histories, np.array(targets), inner_cold)
 

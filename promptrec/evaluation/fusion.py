@@ -128,6 +128,7 @@ def select_fusion(
         "w": None if alpha >= 1.0 else round(alpha / (1.0 - alpha), 6),
         "decay": decay if alpha > 0.0 else None,
         "recent": FUSION_RECENT,
+        "cold_objective": cold_objective,
         "valid_ndcg10": round(grid[best_key], 5),  # after the cold calibration: see below
         "valid_ndcg10_trained_only": None if trained_only is None else round(trained_only, 5),
         "valid_ndcg10_text_only": None if text_only is None else round(text_only, 5),
@@ -192,7 +193,6 @@ def _select_cold(
     report = {
         "cold_scale": best[0],
         "cold_bias": best[1],
-        "cold_objective": objective,
         "valid_cold_items": int(cold.sum()),
         "valid_cold_targets": int(is_cold.sum()),
         "valid_cold_grid": {

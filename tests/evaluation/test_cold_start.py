@@ -75,7 +75,20 @@ def test_text_carries_cold_items_that_pop_cannot_rank() -> None:
     train = TrainConfig(epochs=15, patience=15, batch_size=8, lr=1e-2, progress=False)
     report = run_cold_start(cs, text, None, config, train)
     methods = report["methods"]
-    assert set(methods) == {"promptrec", "pop", "random"}
+    assert set(methods) == {
+        "promptrec",
+        "promptrec-unfused",
+        "promptrec-fused-all",
+        "pop",
+        "random",
+    }
+    assert set(report["fusion"]) == {"all", "balanced"}
+    assert report["fusion"]["balanced"]["cold_objective"] == "balanced"
+    # The stand-in cold items of validation: first seen in the last quarter before the cut.
+    assert cs.inner_cold is not None and cs.inner_cold.any() and not (cs.inner_cold & cs.cold).any()
+    plain = run_cold_start(cs, text, None, config, train, fusion=False)
+    assert set(plain["methods"]) == {"promptrec", "pop", "random"} and "fusion" not in plain
+    assert plain["methods"]["promptrec"] == methods["promptrec-unfused"]  # seeded: same model
     assert methods["pop"]["HR@10"] == 0.0  # cold items have no counts: ranked after the 16 warm
     # 20 unseen candidates, 2 of them cold items of the user's topic: chance HR@10 is about 0.5.
     assert methods["promptrec"]["HR@10"] >= methods["random"]["HR@10"] + 0.15
