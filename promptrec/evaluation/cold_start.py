@@ -152,12 +152,20 @@ def run_cold_start(
         # "all"-targets objective is reported as promptrec-fused-all.
         model = result.model
         extra["promptrec-unfused"] = cs.ranks(ModelScorer(model, text, cs.split.item_ids, profiles))
-        fused["all"] = select_fusion(model, cs.split, text, profiles, simulate_cold=cs.inner_cold)
+        fused["all"] = select_fusion(
+            model, cs.split, text, profiles, simulate_cold=cs.inner_cold, unreleased=cs.cold
+        )
         extra["promptrec-fused-all"] = cs.ranks(
             ModelScorer(model, text, cs.split.item_ids, profiles)
         )
         fused["balanced"] = select_fusion(
-            model, cs.split, text, profiles, simulate_cold=cs.inner_cold, cold_objective="balanced"
+            model,
+            cs.split,
+            text,
+            profiles,
+            simulate_cold=cs.inner_cold,
+            unreleased=cs.cold,
+            cold_objective="balanced",
         )
 
     scorer = ModelScorer(result.model, text, cs.split.item_ids, profiles)

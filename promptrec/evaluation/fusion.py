@@ -58,11 +58,14 @@ def select_fusion(
     cold_grid: Sequence[tuple[float, float]] = COLD_GRID,
     simulate_cold: np.ndarray | None = None,
     cold_objective: str = "all",
+    unreleased: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Sets ``model.fusion`` to the best validation grid point; returns the grid and choice.
 
     ``model`` must have a text path and no fusion yet. Ties go to the smaller ``alpha`` and to
-    the earlier cold grid point.
+    the earlier cold grid point. ``unreleased`` marks items that did not exist yet at the
+    validation time (the strict cold-start protocol's cold items): never calibrated in
+    validation, as a bias on them would only push the validation targets down.
 
     Raises:
         ValueError: The model has no text path, a grid is empty or out of range, or the
@@ -89,6 +92,8 @@ def select_fusion(
         cold = (model.id_rows(split.item_ids) == 0).numpy()
     if simulate_cold is not None:
         cold = cold | np.asarray(simulate_cold, dtype=bool)
+    if unreleased is not None:
+        cold = cold & ~np.asarray(unreleased, dtype=bool)
     cold_grid = cold_grid if model.config.use_ids and cold.any() else cold_grid[:1]
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
