@@ -144,7 +144,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from promptrec.encoder.head_training import HeadTrainConfig
 
         head = HeadTrainConfig(epochs=args.head_epochs, seed=args.seed)
-    summary = run_train(prep, args.out, model, train, head)
+    summary = run_train(prep, args.out, model, train, head, fusion=args.fusion)
     valid, test, ci = summary["valid"], summary["test"], summary["test_intervals"]
     print(
         f"best epoch {summary['best_epoch']}/{summary['epochs_run']} in "
@@ -153,6 +153,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"[{ci['NDCG@10'][0]:.4f}, {ci['NDCG@10'][1]:.4f}] "
         f"HR@10 {test['HR@10']:.4f} [{ci['HR@10'][0]:.4f}, {ci['HR@10'][1]:.4f}] (95% CI)"
     )
+    if "fusion" in summary:
+        f = summary["fusion"]
+        print(
+            f"text fusion alpha {f['alpha']} (valid NDCG@10 {f['valid_ndcg10']:.4f}; "
+            f"trained only {f['valid_ndcg10_trained_only']:.4f}, "
+            f"text only {f['valid_ndcg10_text_only']:.4f})"
+        )
     if "head" in summary:
         h = summary["head"]
         print(
@@ -174,7 +181,9 @@ def _cmd_eval_offline(args: argparse.Namespace) -> int:
         raise _Usage(f"--cold-start {args.cold_start}: the cut quantile must be in (0, 1)")
     prep = _prepare(args)
     model, train = _configs(args)
-    results = run_eval_offline(prep, model, train, args.checkpoint, args.cold_start)
+    results = run_eval_offline(
+        prep, model, train, args.checkpoint, args.cold_start, fusion=args.fusion
+    )
     write_json(args.out, results)
     print(format_table(results))
     shot = results["zero_shot_prompt"]
@@ -255,6 +264,13 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="fuse the encoded user prompt (profile) into the user vector (default: on)",
+    )
+    p.add_argument(
+        "--fusion",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fuse the frozen text zero-shot score into the trained score, the weight chosen "
+        "on validation (0 included) and recorded in the checkpoint (default: on)",
     )
     p.add_argument("--cache-dir", dest="cache_dir", type=Path, help="text-vector cache folder")
     p.add_argument("--no-cache", dest="no_cache", action="store_true")

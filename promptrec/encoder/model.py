@@ -21,12 +21,14 @@ from torch import nn
 from promptrec.encoder.adapter import ItemAdapter
 from promptrec.encoder.checkpoint import load_checkpoint, save_checkpoint
 from promptrec.encoder.exceptions import CheckpointError
+from promptrec.encoder.fusion import TextFusion
 from promptrec.encoder.head_checkpoint import HEAD_PREFIX
 from promptrec.encoder.sequence import SequenceEncoder
 
 __all__ = ["MODEL_FORMAT", "ModelConfig", "RecModel", "load_model", "save_model"]
 
 MODEL_FORMAT = "promptrec-recmodel-v1"
+_FUSION_MEAN = "fusion.text_mean"  # (text_dim,) tensor of a fused checkpoint
 
 
 @dataclass
@@ -85,6 +87,13 @@ class RecModel(nn.Module):
             config.dropout,
             config.profile_dim,
         )
+        # Late fusion with the frozen text zero-shot score (chosen after training; None: off).
+        self.fusion: TextFusion | None = None
+
+    @property
+    def index_dim(self) -> int:
+        """Width of the vectors this model puts in an index (fused: ``dim + text_dim``)."""
+        return self.fusion.width if self.fusion is not None else self.config.dim
 
     def id_rows(self, item_ids: Sequence[str]) -> torch.Tensor:
         """``(n,)`` int64 ID-table rows; 0 for cold items (or when IDs are off)."""
@@ -133,6 +142,30 @@ class RecModel(nn.Module):
         )
         return users.float().cpu().numpy()
 
+    def index_item_vectors(self, text: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
+        """``(n, index_dim)`` item vectors as served: fused with the text part when fusion is on."""
+        vecs = self.item_vectors(text, item_ids)  # (n, dim)
+        if self.fusion is None:
+            return vecs
+        cold = (self.id_rows(item_ids) == 0).numpy() if self.config.use_ids else None
+        return self.fusion.items(vecs, text, cold)  # cold: items without an ID vector
+
+    def index_user_vectors(
+        self, histories: Sequence[np.ndarray], profiles: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``(b, index_dim)`` user vectors from histories of index vectors (``(n_i, index_dim)``).
+
+        With fusion, each history is split into its trained part (the sequence model's input)
+        and its text part (the text user vector); ``users @ items.T`` then ranks by the fused
+        score.
+        """
+        if self.fusion is None:
+            return self.user_vectors(histories, profiles)
+        parts = [self.fusion.split(np.asarray(h).reshape(-1, self.fusion.width)) for h in histories]
+        trained = self.user_vectors([t for t, _ in parts], profiles)  # (b, dim)
+        text = self.fusion.text_users([z for _, z in parts])  # (b, text_dim)
+        return self.fusion.users(trained, text)
+
 
 def save_model(path: Path, model: RecModel, extra: dict[str, Any] | None = None) -> None:
     """Writes the safetensors checkpoint ``path`` and ``path.with_suffix('.json')``."""
@@ -142,7 +175,11 @@ def save_model(path: Path, model: RecModel, extra: dict[str, Any] | None = None)
         "config": json.dumps(asdict(model.config)),
         "warm_ids": json.dumps(model.warm_ids),
     }
-    save_checkpoint(path, model.state_dict(), metadata)
+    tensors = dict(model.state_dict())
+    if model.fusion is not None:
+        metadata["fusion"] = model.fusion.metadata()
+        tensors[_FUSION_MEAN] = torch.as_tensor(model.fusion.mean)
+    save_checkpoint(path, tensors, metadata)
     sidecar = {"format": MODEL_FORMAT, "config": asdict(model.config), **(extra or {})}
     try:
         path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -168,7 +205,14 @@ def load_model(path: Path, device: str = "cpu") -> RecModel:
         model = RecModel(config, [str(i) for i in warm_ids])
         # A fine-tuned scoring head may ride along (head_checkpoint); it is not the model's.
         own = {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}
+        mean = own.pop(_FUSION_MEAN, None)
         model.load_state_dict(own, strict=True)
+        if "fusion" in metadata:
+            if mean is None:
+                raise CheckpointError(f"checkpoint {path} records a fusion without its text mean")
+            model.fusion = TextFusion.from_metadata(
+                metadata["fusion"], mean.float().numpy(), config.dim
+            )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not fit the model: {exc}") from exc
     return model.to(device).eval()

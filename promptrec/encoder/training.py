@@ -140,14 +140,15 @@ class ModelScorer:
         profiles: np.ndarray | None = None,
     ) -> None:
         self.model = model
-        self.items = model.item_vectors(text, item_ids)  # (n_items, dim) unit rows
+        # (n_items, index_dim) unit rows, as the worker indexes them (fused when fusion is on).
+        self.items = model.index_item_vectors(text, item_ids)
         self.profiles = profiles
 
     def score(self, users: Sequence[int], histories: Sequence[Sequence[int]]) -> np.ndarray:
-        """``(b, n_items)`` cosine scores."""
+        """``(b, n_items)`` cosine scores (with fusion: the fused score over the user's norm)."""
         hist = [self.items[np.asarray(h, dtype=np.int64)] for h in histories]
         prof = self.profiles[np.asarray(users)] if self.profiles is not None else None
-        vecs = self.model.user_vectors(hist, prof)  # (b, dim)
+        vecs = self.model.index_user_vectors(hist, prof)  # (b, index_dim)
         return vecs @ self.items.T
 
 

@@ -84,7 +84,8 @@ def retrieval_lists(
         index_settings: The worker's index settings (flat or HNSW).
         positions: Training targets per user (``train`` only).
     """
-    items = model.item_vectors(text, split.item_ids)  # (n_items, dim) unit rows
+    # The vectors the worker serves: fused with the frozen text part when the model has a fusion.
+    items = model.index_item_vectors(text, split.item_ids)  # (n_items, index_dim) unit rows
     index = create_index(items.shape[1], index_settings)
     index.upsert_many(split.item_ids, items)
     catalog_row = np.empty(len(split.item_ids), dtype=np.int64)  # storage row -> catalog row
@@ -96,7 +97,9 @@ def retrieval_lists(
         end = start + _QUERY_BATCH
         batch_hists = hists[start:end]
         prof = profiles[np.asarray(users[start:end])] if fuse and profiles is not None else None
-        u = model.user_vectors([items[np.asarray(h, dtype=np.int64)] for h in batch_hists], prof)
+        u = model.index_user_vectors(
+            [items[np.asarray(h, dtype=np.int64)] for h in batch_hists], prof
+        )
         exclude = [{split.item_ids[i] for i in h} for h in batch_hists]
         _, found = index.search_rows(u, k, exclude=exclude)  # (b, <=k) storage rows, -1 = none
         cand = np.full((len(batch_hists), k), -1, dtype=np.int64)

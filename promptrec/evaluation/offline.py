@@ -6,7 +6,10 @@ split: ``promptrec`` (trained here or read from ``--checkpoint``), ``promptrec-i
 recipe without text), ``promptrec-text-zero-shot`` (frozen encoder, no training, history = mean
 of item vectors), ``promptrec-zero-shot-prompt`` (frozen encoder, no training, history = a user
 prompt naming the recent items' titles), ``pop`` and ``itemknn``; optionally the strict
-cold-start protocol.
+cold-start protocol. With ``fusion`` (the default) the trained model's score is fused with the
+frozen text zero-shot score, the weight chosen on validation (:mod:`promptrec.evaluation.fusion`;
+the checkpoint records it and the worker serves the fused score); ``promptrec-unfused`` is then
+the same model without it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from promptrec.encoder.training import ModelScorer, TrainConfig, config_dict, tr
 from promptrec.evaluation.baselines import PopScorer, select_itemknn, select_text_zero_shot
 from promptrec.evaluation.cold_start import cold_start_split, run_cold_start
 from promptrec.evaluation.datasets import Dataset, load_dataset
+from promptrec.evaluation.fusion import select_fusion
 from promptrec.evaluation.head_stage import run_head_stage
 from promptrec.evaluation.protocol import PROTOCOL, Split, metrics_from_ranks, stage_ranks
 from promptrec.evaluation.report import format_table, intervals, uncertainty_report
@@ -124,15 +128,19 @@ def run_train(
     base: ModelConfig,
     train: TrainConfig,
     head: HeadTrainConfig | None = None,
+    fusion: bool = True,
 ) -> dict[str, Any]:
     """Trains, writes ``out`` (safetensors) and ``out.json``; returns the JSON summary.
 
-    With ``head``, the scoring head is then trained as the ranking stage over the retrieved
-    candidates (:mod:`promptrec.evaluation.head_stage`); when it beats plain cosine on
-    validation it is written into ``out``, and the summary's ``head`` entry reports both.
+    With ``fusion`` the text fusion is chosen on validation and recorded in the checkpoint
+    (``fusion`` in the summary). With ``head``, the scoring head is then trained as the
+    ranking stage over the retrieved (fused, when fusion is on) candidates
+    (:mod:`promptrec.evaluation.head_stage`); when it beats plain cosine on validation it is
+    written into ``out``, and the summary's ``head`` entry reports both.
     """
     config = model_config(prep, base)
     result = train_model(prep.split, prep.text, config, train, prep.profiles)
+    chosen = _fuse(prep.split, prep.text, prep.profiles, result.model, fusion)
     ranks = stage_ranks(_scorer(prep, result.model), prep.split, "test")
     test = metrics_from_ranks(ranks)
     summary = {
@@ -141,6 +149,7 @@ def run_train(
         "protocol": PROTOCOL,
         **config_dict(config, train),
         **result.summary(),
+        **({"fusion": chosen} if chosen else {}),
         "test": test,
         "test_intervals": intervals(ranks),
     }
@@ -177,6 +186,7 @@ def run_eval_offline(
     train: TrainConfig,
     checkpoint: Path | None = None,
     cold_start: float | None = None,
+    fusion: bool = True,
 ) -> dict[str, Any]:
     """All methods on the test targets of one split; returns the results.json document.
 
@@ -192,6 +202,7 @@ def run_eval_offline(
     cold = cold_start_split(prep.dataset, cold_start) if cold_start is not None else None
     ranks: dict[str, np.ndarray] = {}
     training: dict[str, dict[str, Any]] = {}
+    fused: dict[str, Any] = {}
 
     def timed(name: str, fn: Any) -> None:
         t0 = time.perf_counter()
@@ -202,9 +213,19 @@ def run_eval_offline(
         model = load_model(checkpoint)
         check_compatible(model.config, prep)
         timed("promptrec", lambda: stage_ranks(_scorer(prep, model), split, "test"))
+        if model.fusion is not None:
+            kept, model.fusion = model.fusion, None
+            timed("promptrec-unfused", lambda: stage_ranks(_scorer(prep, model), split, "test"))
+            model.fusion = kept
     else:
         config = model_config(prep, base)
-        timed("promptrec", lambda: _train_ranks(prep, config, train, training, "promptrec"))
+        timed(
+            "promptrec",
+            lambda: _train_ranks(prep, config, train, training, "promptrec", fusion=fusion),
+        )
+        if "unfused" in training["promptrec"]:
+            ranks["promptrec-unfused"] = training["promptrec"].pop("unfused")
+            fused = training["promptrec"]["fusion"]
     id_only = replace(model_config(prep, base), text_dim=0, use_ids=True, profile_dim=0)
     timed(
         "promptrec-id-only",
@@ -220,6 +241,7 @@ def run_eval_offline(
     timed("itemknn", lambda: stage_ranks(select_itemknn(split), split, "test"))
     order = [
         "promptrec",
+        *(["promptrec-unfused"] if "promptrec-unfused" in ranks else []),
         "pop",
         "itemknn",
         "promptrec-id-only",
@@ -233,10 +255,14 @@ def run_eval_offline(
         "training": training,
         "zero_shot_prompt": zero_shot,
     }
+    if fused:
+        document["fusion"] = fused
     if cold is not None:
         t0 = time.perf_counter()
         config = model_config(prep, base)
-        document["cold_start"] = run_cold_start(cold, prep.text, prep.profiles, config, train)
+        document["cold_start"] = run_cold_start(
+            cold, prep.text, prep.profiles, config, train, fusion=fusion
+        )
         log.info("cold start: %.1f s", time.perf_counter() - t0)
     return document
 
@@ -267,13 +293,48 @@ def _train_ranks(
     training: dict[str, dict[str, Any]],
     name: str,
     profiles: bool = True,
+    fusion: bool = False,
 ) -> np.ndarray:
-    """Trains ``config``, records its summary under ``training[name]``, returns test ranks."""
+    """Trains ``config``, records its summary under ``training[name]``, returns test ranks.
+
+    With ``fusion`` (and a text path) the fusion is chosen on validation; its record goes to
+    ``training[name]["fusion"]`` and the unfused model's test ranks to
+    ``training[name]["unfused"]`` (the caller moves them out).
+    """
     prof = prep.profiles if profiles else None
     result = train_model(prep.split, prep.text, config, train, prof)
     training[name] = result.summary()
+    chosen = _fuse(prep.split, prep.text, prof, result.model, fusion)
+    if chosen:
+        training[name]["fusion"] = chosen
+        if result.model.fusion is not None:
+            kept, result.model.fusion = result.model.fusion, None
+            plain = ModelScorer(result.model, prep.text, prep.split.item_ids, prof)
+            training[name]["unfused"] = stage_ranks(plain, prep.split, "test")
+            result.model.fusion = kept
     scorer = ModelScorer(result.model, prep.text, prep.split.item_ids, prof)
     return stage_ranks(scorer, prep.split, "test")
+
+
+def _fuse(
+    split: Split,
+    text: np.ndarray,
+    profiles: np.ndarray | None,
+    model: RecModel,
+    fusion: bool,
+) -> dict[str, Any]:
+    """Chooses the fusion of ``model`` on validation (nothing without text or ``fusion``)."""
+    if not fusion or not model.config.text_dim:
+        return {}
+    chosen = select_fusion(model, split, text, profiles)
+    log.info(
+        "fusion: alpha %s (valid NDCG@10 %.4f; trained only %.4f, text only %.4f)",
+        chosen["alpha"],
+        chosen["valid_ndcg10"],
+        chosen["valid_ndcg10_trained_only"],
+        chosen["valid_ndcg10_text_only"],
+    )
+    return chosen
 
 
 def check_compatible(config: ModelConfig, prep: Prepared) -> None:

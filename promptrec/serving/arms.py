@@ -89,7 +89,7 @@ def load_arm_engines(
         if arm.checkpoint not in models:
             models[arm.checkpoint] = _load_model(settings, encoder)
         model, model_tag = models[arm.checkpoint]
-        dim = model.config.dim if model is not None else encoder.dim
+        dim = model.index_dim if model is not None else encoder.dim
         if arm.index_key not in indexes:
             path = root / f"index-{_slug(arm.item_prompt)}-{len(indexes)}"
             indexes[arm.index_key] = (_restore_or_create(path, dim, index_settings), path)

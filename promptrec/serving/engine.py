@@ -89,7 +89,7 @@ class Engine:
         """Index vectors ``(n, index dim)`` from ``(n, encoder dim)`` frozen text vectors."""
         if self.model is None:
             return text
-        return self.model.item_vectors(text, item_ids)
+        return self.model.index_item_vectors(text, item_ids)
 
     def build_users(
         self, histories: Sequence[np.ndarray], profiles: Sequence[np.ndarray | None]
@@ -101,7 +101,7 @@ class Engine:
         """
         if self.model is None:
             return self.tower.build_many(histories, profiles)
-        b, dim = len(histories), self.model.config.dim
+        b, dim = len(histories), self.model.index_dim
         has_hist = np.array([len(h) > 0 for h in histories], dtype=bool)
         has_prof = np.array([p is not None for p in profiles], dtype=bool)
         # The sequence model has a profile path only when it was trained with one.
@@ -117,7 +117,7 @@ class Engine:
                     p = profiles[i]
                     if p is not None:
                         prof[j] = p
-            users[rows] = self.model.user_vectors([histories[i] for i in rows], prof)
+            users[rows] = self.model.index_user_vectors([histories[i] for i in rows], prof)
         return users, has_signal
 
     @property
@@ -154,7 +154,7 @@ class Engine:
             prompts.template(name)  # fail at start, not on the first event
         serving.state_dir.mkdir(parents=True, exist_ok=True)
         model, model_tag = _load_model(encoder_settings, encoder)
-        dim = model.config.dim if model is not None else encoder.dim
+        dim = model.index_dim if model is not None else encoder.dim
         index = _restore_or_create(serving.state_dir / "index", dim, index_settings)
         # Profiles stay frozen text vectors (encoder width): the model projects them itself.
         profiles = _restore_or_create(
@@ -244,7 +244,12 @@ def _load_model(settings: EncoderSettings, encoder: TextEncoder) -> tuple[RecMod
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     log.info(
-        "loaded model %s (%s, dim %d, %d warm items)", path, digest, config.dim, len(model.warm_ids)
+        "loaded model %s (%s, dim %d, %d warm items, text fusion alpha %s)",
+        path,
+        digest,
+        model.index_dim,
+        len(model.warm_ids),
+        model.fusion.alpha if model.fusion is not None else 0.0,
     )
     return model, digest
 

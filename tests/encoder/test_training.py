@@ -175,10 +175,12 @@ def test_train_and_eval_offline_commands(
     out = tmp_path / "results.json"
     assert main(["eval", "offline", *common, "--out", str(out), "--no-user-profile"]) == 0
     results = json.loads(out.read_text())
-    assert set(results) == {
+    assert set(results) - {"fusion"} == {
         "dataset", "protocol", "methods", "intervals", "paired", "bootstrap", "training",
         "zero_shot_prompt",
     }  # fmt: skip
+    fused = "promptrec-unfused" in results["methods"]  # fusion chosen on validation (alpha > 0)
+    assert fused == (results.get("fusion", {}).get("alpha", 0.0) > 0)
     assert "{history}" in results["zero_shot_prompt"]["template_text"]
     assert len(results["zero_shot_prompt"]["valid_ndcg10_grid"]) == 6
     assert set(results["training"]) == {"promptrec", "promptrec-id-only"}
@@ -189,8 +191,8 @@ def test_train_and_eval_offline_commands(
     assert set(paired) == set(results["methods"]) - {"promptrec"}
     assert all(0 < t["p_value"] <= 1 and len(t["ci95"]) == 2 for t in paired.values())
     assert list(results["methods"]) == [
-        "promptrec", "pop", "itemknn", "promptrec-id-only", "promptrec-text-zero-shot",
-        "promptrec-zero-shot-prompt",
+        "promptrec", *(["promptrec-unfused"] if fused else []), "pop", "itemknn",
+        "promptrec-id-only", "promptrec-text-zero-shot", "promptrec-zero-shot-prompt",
     ]  # fmt: skip
     for metrics in results["methods"].values():
         assert set(metrics) == {

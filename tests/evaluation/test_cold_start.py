@@ -37,6 +37,9 @@ def test_cut_cold_items_training_data_and_events() -> None:
     assert cs.targets.tolist() == [4, 3]
     assert cs.histories == [[0, 1, 2, 0, 1], [1, 0]]
     assert cs.summary()["cold_items"] == 3 and cs.summary()["events"] == 2
+    # Validation stand-ins: first seen in the last 40 % of the pre-cut time (ts 3..5): i2.
+    assert cs.inner_cold is not None
+    assert cs.inner_cold.tolist() == [False, False, True, False, False, False]
 
 
 def test_bad_cut_and_no_cold_event() -> None:
@@ -75,7 +78,17 @@ def test_text_carries_cold_items_that_pop_cannot_rank() -> None:
     train = TrainConfig(epochs=15, patience=15, batch_size=8, lr=1e-2, progress=False)
     report = run_cold_start(cs, text, None, config, train)
     methods = report["methods"]
-    assert set(methods) == {"promptrec", "pop", "random"}
+    assert set(methods) == {
+        "promptrec",
+        "promptrec-unfused",
+        "promptrec-fused-all",
+        "pop",
+        "random",
+    }
+    assert set(report["fusion"]) == {"all", "balanced"}
+    assert report["fusion"]["balanced"]["cold_objective"] == "balanced"
+    # The stand-in cold items of validation: first seen in the last quarter before the cut.
+    assert cs.inner_cold is not None and not (cs.inner_cold & cs.cold).any()
     assert methods["pop"]["HR@10"] == 0.0  # cold items have no counts: ranked after the 16 warm
     # 20 unseen candidates, 2 of them cold items of the user's topic: chance HR@10 is about 0.5.
     assert methods["promptrec"]["HR@10"] >= methods["random"]["HR@10"] + 0.15
