@@ -23,9 +23,20 @@ from promptrec.encoder.checkpoint import load_checkpoint, save_checkpoint
 from promptrec.encoder.exceptions import CheckpointError
 from promptrec.encoder.sequence import SequenceEncoder
 
-__all__ = ["MODEL_FORMAT", "ModelConfig", "RecModel", "load_model", "save_model"]
+__all__ = [
+    "MODEL_FORMAT",
+    "TEXT_ENCODER_PREFIX",
+    "ModelConfig",
+    "RecModel",
+    "load_model",
+    "save_model",
+]
 
 MODEL_FORMAT = "promptrec-recmodel-v1"
+# A fine-tuned encoder's changed tensors (promptrec.encoder.finetune) are stored under this
+# prefix, its description as JSON under the "text_encoder" metadata key.
+TEXT_ENCODER_PREFIX = "text_encoder."
+_TEXT_ENCODER_KEY = "text_encoder"
 
 
 @dataclass
@@ -84,6 +95,10 @@ class RecModel(nn.Module):
             config.dropout,
             config.profile_dim,
         )
+        # Fine-tuned encoder tensors (state-dict name -> tensor) and their description; empty
+        # and None for a frozen encoder. Plain attributes: not part of state_dict().
+        self.text_encoder_weights: dict[str, torch.Tensor] = {}
+        self.text_encoder_meta: dict[str, Any] | None = None
 
     def id_rows(self, item_ids: Sequence[str]) -> torch.Tensor:
         """``(n,)`` int64 ID-table rows; 0 for cold items (or when IDs are off)."""
@@ -141,7 +156,11 @@ def save_model(path: Path, model: RecModel, extra: dict[str, Any] | None = None)
         "config": json.dumps(asdict(model.config)),
         "warm_ids": json.dumps(model.warm_ids),
     }
-    save_checkpoint(path, model.state_dict(), metadata)
+    tensors = dict(model.state_dict())
+    if model.text_encoder_meta is not None:
+        metadata[_TEXT_ENCODER_KEY] = json.dumps(model.text_encoder_meta)
+        tensors.update({TEXT_ENCODER_PREFIX + k: v for k, v in model.text_encoder_weights.items()})
+    save_checkpoint(path, tensors, metadata)
     sidecar = {"format": MODEL_FORMAT, "config": asdict(model.config), **(extra or {})}
     try:
         path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -161,6 +180,10 @@ def load_model(path: Path, device: str = "cpu") -> RecModel:
             f"checkpoint {path} is not a promptrec model (format {metadata.get('format')!r}, "
             f"want {MODEL_FORMAT!r})"
         )
+    weights = {
+        k[len(TEXT_ENCODER_PREFIX) :]: tensors.pop(k)
+        for k in [k for k in tensors if k.startswith(TEXT_ENCODER_PREFIX)]
+    }
     try:
         config = ModelConfig.from_json(metadata["config"])
         warm_ids = json.loads(metadata["warm_ids"])
@@ -168,4 +191,32 @@ def load_model(path: Path, device: str = "cpu") -> RecModel:
         model.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not fit the model: {exc}") from exc
+    model.text_encoder_meta = _text_encoder_meta(path, metadata.get(_TEXT_ENCODER_KEY), weights)
+    model.text_encoder_weights = weights
     return model.to(device).eval()
+
+
+def _text_encoder_meta(
+    path: Path, raw: str | None, weights: dict[str, torch.Tensor]
+) -> dict[str, Any] | None:
+    """The tuned encoder's description; the listed tensors must be exactly the stored ones."""
+    if raw is None:
+        if weights:
+            raise CheckpointError(
+                f"checkpoint {path} holds {len(weights)} text-encoder tensors but no "
+                f"{_TEXT_ENCODER_KEY!r} metadata"
+            )
+        return None
+    try:
+        meta = json.loads(raw)
+        listed = {str(n) for n in meta["tensors"]}
+        meta["base_model"], meta["base_fingerprint"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path}: bad {_TEXT_ENCODER_KEY!r} metadata") from exc
+    missing, extra = sorted(listed - set(weights)), sorted(set(weights) - listed)
+    if missing or extra or not listed:
+        raise CheckpointError(
+            f"checkpoint {path}: tuned encoder tensors do not match its metadata "
+            f"(missing {missing[:3]}, unlisted {extra[:3]}, listed {len(listed)})"
+        )
+    return dict(meta)
