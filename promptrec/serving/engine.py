@@ -8,7 +8,10 @@ With a trained checkpoint (``EncoderSettings.checkpoint``, from ``promptrec trai
 holds the model's adapted item vectors (text adapter + ID vector for items seen in training;
 cold items from text alone) and user vectors come from its sequence model over the recent item
 vectors; the scoring head then works in the model's space (its width). Without one, the index
-holds the frozen text vectors and the :class:`UserTower` builds users, as before.
+holds the frozen text vectors and the :class:`UserTower` builds users, as before. A checkpoint
+trained with ``--finetune-encoder`` carries tuned encoder tensors: the engine's ``item_encoder``
+(the base encoder with them) then encodes item texts, so new catalog items get the tuned
+encoder's vectors; user prompts stay with the base encoder, as in training.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from promptrec.encoder import PromptTemplates, ScoringHead, TextEncoder, UserTow
 from promptrec.encoder.exceptions import CheckpointError, EncoderError
 from promptrec.encoder.model import RecModel, load_model
 from promptrec.encoder.settings import EncoderSettings
+from promptrec.encoder.tuned import tuned_text_encoder
 from promptrec.index import CandidateIndex, create_index, restore_index
 from promptrec.index.exceptions import CandidateIndexError
 from promptrec.index.settings import IndexSettings
@@ -60,6 +64,7 @@ class Engine:
     index_dir: Path | None = None
     profiles_dir: Path | None = None
     head_file: Path | None = None
+    item_encoder: TextEncoder | None = None  # tuned by the checkpoint; None: ``encoder``
 
     def item_vectors(self, text: np.ndarray, item_ids: Sequence[str]) -> np.ndarray:
         """Index vectors ``(n, index dim)`` from ``(n, encoder dim)`` frozen text vectors."""
@@ -148,6 +153,7 @@ class Engine:
             head=head,
             model=model,
             model_tag=model_tag,
+            item_encoder=tuned_text_encoder(model, encoder) if model is not None else None,
         )
 
     def checkpoint(self) -> None:
