@@ -34,6 +34,10 @@ _BENCHES: dict[str, tuple[str, str]] = {
         "bench.features",
         "Cost of request filters in the search, of explain=true, and memory of one more arm.",
     ),
+    "finetune": (
+        "bench.finetune",
+        "Encoder fine-tuning (none/lora/last-layers): warm and cold-start quality, s/epoch.",
+    ),
 }
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from promptrec.evaluation.baselines import PopScorer
 from promptrec.evaluation.datasets import Dataset, DatasetError
 from promptrec.evaluation.protocol import Scorer, Split, rank_users
 from promptrec.evaluation.report import uncertainty_report
+
+if TYPE_CHECKING:
+    from promptrec.encoder.finetune import EncoderTuner
 
 __all__ = ["ColdStart", "RandomScorer", "cold_start_split", "run_cold_start"]
 
@@ -127,14 +130,18 @@ def run_cold_start(
     config: ModelConfig,
     train: TrainConfig,
     seed: int = 0,
+    tuner: EncoderTuner | None = None,
 ) -> dict[str, Any]:
     """Trains ``config`` on the pre-cut data of ``cs`` and reports its cold test events.
 
     Returns the ``cold_start`` part of ``results.json``: the protocol's numbers, what training
     did, and metrics, intervals and paired tests of ``promptrec`` against ``pop`` and
-    ``random`` on the cold events.
+    ``random`` on the cold events. With ``tuner`` the encoder is fine-tuned on the pre-cut
+    data too, and cold items are encoded by the tuned encoder (as a worker would encode them).
     """
-    result = train_model(cs.split, text, config, train, profiles)
+    result = train_model(cs.split, text, config, train, profiles, tuner)
+    if result.text is not None:
+        text = result.text
     scorer = ModelScorer(result.model, text, cs.split.item_ids, profiles)
     ranks = {
         "promptrec": cs.ranks(scorer),

@@ -14,18 +14,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from promptrec.encoder.features import encode_cached
+from promptrec.encoder.finetune import EncoderTuner, FinetuneConfig
 from promptrec.encoder.model import ModelConfig, RecModel, load_model, save_model
 from promptrec.encoder.prompts import PromptTemplates
 from promptrec.encoder.settings import EncoderSettings
 from promptrec.encoder.text_encoder import TextEncoder
 from promptrec.encoder.training import ModelScorer, TrainConfig, config_dict, train_model
+from promptrec.encoder.tuned import tuned_text_encoder
 from promptrec.evaluation.baselines import PopScorer, select_itemknn, select_text_zero_shot
 from promptrec.evaluation.cold_start import cold_start_split, run_cold_start
 from promptrec.evaluation.datasets import Dataset, load_dataset
@@ -57,6 +59,7 @@ class Prepared:
     encoder: TextEncoder
     settings: EncoderSettings
     cache_dir: Path | None = None  # text-vector cache (user prompts of the zero-shot method)
+    item_texts: list[str] = field(default_factory=list)  # prompt text per item (encoder tuning)
 
 
 def prepare(
@@ -92,7 +95,7 @@ def prepare(
             split.user_ids, dataset, prompts, settings.user_prompt, settings.max_text_chars
         )
         prof = encode_cached(encoder, utexts, cache_dir, progress)
-    return Prepared(dataset, split, text, prof, encoder, settings, cache_dir)
+    return Prepared(dataset, split, text, prof, encoder, settings, cache_dir, item_texts=texts)
 
 
 def model_config(prep: Prepared, base: ModelConfig) -> ModelConfig:
@@ -108,15 +111,43 @@ def model_config(prep: Prepared, base: ModelConfig) -> ModelConfig:
     )
 
 
-def _scorer(prep: Prepared, model: RecModel) -> ModelScorer:
-    return ModelScorer(model, prep.text, prep.split.item_ids, prep.profiles)
+def _scorer(prep: Prepared, model: RecModel, text: np.ndarray | None = None) -> ModelScorer:
+    text = prep.text if text is None else text
+    return ModelScorer(model, text, prep.split.item_ids, prep.profiles)
 
 
-def run_train(prep: Prepared, out: Path, base: ModelConfig, train: TrainConfig) -> dict[str, Any]:
-    """Trains, writes ``out`` (safetensors) and ``out.json``; returns the JSON summary."""
+def make_tuner(
+    prep: Prepared, finetune: FinetuneConfig | None, train: TrainConfig
+) -> EncoderTuner | None:
+    """A fresh encoder tuner for one training run (None: the encoder stays frozen)."""
+    if finetune is None or finetune.mode == "none":
+        return None
+    return EncoderTuner(prep.encoder, prep.item_texts, finetune, train.device, train.seed)
+
+
+def checkpoint_text(prep: Prepared, model: RecModel) -> np.ndarray:
+    """Item text vectors a checkpoint scores with: its tuned encoder's, else the frozen ones."""
+    encoder = tuned_text_encoder(model, prep.encoder)
+    if encoder is None:
+        return prep.text
+    return encode_cached(encoder, prep.item_texts, None, progress=False)
+
+
+def run_train(
+    prep: Prepared,
+    out: Path,
+    base: ModelConfig,
+    train: TrainConfig,
+    finetune: FinetuneConfig | None = None,
+) -> dict[str, Any]:
+    """Trains, writes ``out`` (safetensors) and ``out.json``; returns the JSON summary.
+
+    With ``finetune`` the encoder is tuned jointly and its changed tensors go into ``out``.
+    """
     config = model_config(prep, base)
-    result = train_model(prep.split, prep.text, config, train, prep.profiles)
-    ranks = stage_ranks(_scorer(prep, result.model), prep.split, "test")
+    tuner = make_tuner(prep, finetune, train)
+    result = train_model(prep.split, prep.text, config, train, prep.profiles, tuner)
+    ranks = stage_ranks(_scorer(prep, result.model, result.text), prep.split, "test")
     test = metrics_from_ranks(ranks)
     summary = {
         "dataset": prep.dataset.name,
@@ -137,6 +168,7 @@ def run_eval_offline(
     train: TrainConfig,
     checkpoint: Path | None = None,
     cold_start: float | None = None,
+    finetune: FinetuneConfig | None = None,
 ) -> dict[str, Any]:
     """All methods on the test targets of one split; returns the results.json document.
 
@@ -161,10 +193,16 @@ def run_eval_offline(
     if checkpoint is not None:
         model = load_model(checkpoint)
         check_compatible(model.config, prep)
-        timed("promptrec", lambda: stage_ranks(_scorer(prep, model), split, "test"))
+        text = checkpoint_text(prep, model)
+        timed("promptrec", lambda: stage_ranks(_scorer(prep, model, text), split, "test"))
     else:
         config = model_config(prep, base)
-        timed("promptrec", lambda: _train_ranks(prep, config, train, training, "promptrec"))
+        timed(
+            "promptrec",
+            lambda: _train_ranks(
+                prep, config, train, training, "promptrec", tuner=make_tuner(prep, finetune, train)
+            ),
+        )
     id_only = replace(model_config(prep, base), text_dim=0, use_ids=True, profile_dim=0)
     timed(
         "promptrec-id-only",
@@ -196,7 +234,9 @@ def run_eval_offline(
     if cold is not None:
         t0 = time.perf_counter()
         config = model_config(prep, base)
-        document["cold_start"] = run_cold_start(cold, prep.text, prep.profiles, config, train)
+        document["cold_start"] = run_cold_start(
+            cold, prep.text, prep.profiles, config, train, tuner=make_tuner(prep, finetune, train)
+        )
         log.info("cold start: %.1f s", time.perf_counter() - t0)
     return document
 
@@ -227,12 +267,14 @@ def _train_ranks(
     training: dict[str, dict[str, Any]],
     name: str,
     profiles: bool = True,
+    tuner: EncoderTuner | None = None,
 ) -> np.ndarray:
     """Trains ``config``, records its summary under ``training[name]``, returns test ranks."""
     prof = prep.profiles if profiles else None
-    result = train_model(prep.split, prep.text, config, train, prof)
+    result = train_model(prep.split, prep.text, config, train, prof, tuner)
     training[name] = result.summary()
-    scorer = ModelScorer(result.model, prep.text, prep.split.item_ids, prof)
+    text = prep.text if result.text is None else result.text
+    scorer = ModelScorer(result.model, text, prep.split.item_ids, prof)
     return stage_ranks(scorer, prep.split, "test")
 
 
