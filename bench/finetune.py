@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cold", dest="no_cold", action="store_true", help="warm slice only")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--model-dir", dest="model_dir", type=Path, help="local HF encoder folder")
+    p.add_argument("--no-cache", dest="no_cache", action="store_true", help="no text cache")
     p.add_argument("--out", type=Path, default=None, help="JSON result file")
 
 
@@ -79,9 +81,12 @@ def run(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    prep = prepare(
-        args.data, args.format, EncoderSettings(), default_cache_dir(), profiles=True
-    )  # the defaults of `promptrec train` (user profiles on)
+    settings = EncoderSettings(device="cpu" if args.device == "cpu" else "auto")
+    if args.model_dir is not None:
+        settings = settings.model_copy(update={"model_dir": args.model_dir})
+    cache = None if args.no_cache else default_cache_dir()
+    # The defaults of `promptrec train` (user profiles on).
+    prep = prepare(args.data, args.format, settings, cache, profiles=True, progress=False)
     cold = None if args.no_cold else cold_start_split(prep.dataset, args.cold_start)
     config = model_config(prep, ModelConfig())
     train = TrainConfig(
