@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=20)
     p.add_argument("--negatives", type=int, default=256, help="as `promptrec train` (256)")
     p.add_argument("--finetune-layers", dest="finetune_layers", type=int, default=1)
-    p.add_argument("--finetune-items", dest="finetune_items", type=int, default=256)
+    p.add_argument("--finetune-items", dest="finetune_items", type=int, default=64)
     p.add_argument("--finetune-lr", dest="finetune_lr", type=float, default=0.0)
     p.add_argument("--cold-start", dest="cold_start", type=float, default=0.7, help="cut quantile")
     p.add_argument("--no-cold", dest="no_cold", action="store_true", help="warm slice only")

@@ -59,7 +59,7 @@ class FinetuneConfig:
     mode: str = "none"
     layers: int = 1  # top transformer layers tuned (unfrozen, or carrying LoRA)
     lr: float = 0.0  # 0: the mode's default (_DEFAULT_LR)
-    items: int = 256  # items encoded with gradients per step; 0: all of the batch's
+    items: int = 64  # items encoded with gradients per step; 0: all of the batch's
     lora_rank: int = 8
     lora_alpha: int = 16
 
