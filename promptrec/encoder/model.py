@@ -210,7 +210,8 @@ def _text_encoder_meta(
     try:
         meta = json.loads(raw)
         listed = {str(n) for n in meta["tensors"]}
-        meta["base_model"], meta["base_fingerprint"]
+        if not isinstance(meta.get("base_model"), str) or "base_fingerprint" not in meta:
+            raise ValueError("no base model identity")
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path}: bad {_TEXT_ENCODER_KEY!r} metadata") from exc
     missing, extra = sorted(listed - set(weights)), sorted(set(weights) - listed)

@@ -165,6 +165,14 @@ def test_corrupt_missing_and_mismatched_encoder_tensors_fail_clearly(
     with pytest.raises(CheckpointError, match="bad 'text_encoder' metadata"):
         load_model(rewrite(tuned_checkpoint, tmp_path / "badmeta.st", lambda t: None, garbage_meta))
 
+    def anonymous(m: dict[str, str]) -> None:
+        meta = json.loads(m["text_encoder"])
+        del meta["base_fingerprint"]
+        m["text_encoder"] = json.dumps(meta)
+
+    with pytest.raises(CheckpointError, match="bad 'text_encoder' metadata"):
+        load_model(rewrite(tuned_checkpoint, tmp_path / "anon.st", lambda t: None, anonymous))
+
     def reshape(t: dict[str, torch.Tensor]) -> None:
         t[first] = torch.zeros(3, 3)
 
