@@ -19,8 +19,11 @@ from promptrec.encoder.model import TEXT_ENCODER_PREFIX, save_model
 from promptrec.encoder.prompts import PromptTemplates
 from promptrec.encoder.settings import EncoderSettings
 from promptrec.index import IndexSettings
+from promptrec.serving.arms import load_arm_engines
 from promptrec.serving.catalog import CatalogRecord, CatalogUpdater
 from promptrec.serving.engine import Engine
+from promptrec.serving.experiments import Experiments
+from promptrec.serving.settings import ServingSettings
 from promptrec.streams.settings import StreamSettings
 from tests.encoder.test_finetune import rewrite, tune
 
@@ -61,3 +64,25 @@ def test_worker_encodes_new_items_with_the_tuned_encoder(
     ))  # fmt: skip
     with pytest.raises(CheckpointError, match="shape"):
         Engine.load(stream, EncoderSettings(checkpoint=broken), IndexSettings(), tiny_encoder)
+
+
+def test_experiment_arms_get_the_item_encoder_of_their_own_checkpoint(
+    tiny_encoder: TextEncoder, tuned_checkpoint: Path, tmp_path: Path
+) -> None:
+    experiment = {
+        "experiment": "tuned-vs-frozen",
+        "arms": [
+            {"name": "tuned", "weight": 50, "checkpoint": str(tuned_checkpoint)},
+            {"name": "frozen", "weight": 50, "checkpoint": None},
+        ],
+    }
+    path = tmp_path / "experiments.json"
+    path.write_text(json.dumps(experiment), encoding="utf-8")
+    experiments = Experiments.load(path, PromptTemplates.load(None), "item", "user", None)
+    serving = ServingSettings(state_dir=tmp_path / "state")
+    engines = load_arm_engines(
+        serving, EncoderSettings(), IndexSettings(), experiments, tiny_encoder
+    )
+    assert engines["tuned"].item_encoder is not None and engines["tuned"].model is not None
+    assert engines["frozen"].item_encoder is None and engines["frozen"].model is None
+    assert engines["tuned"].encoder is engines["frozen"].encoder is tiny_encoder  # shared base
