@@ -38,6 +38,10 @@ _BENCHES: dict[str, tuple[str, str]] = {
         "bench.recommend",
         "The recommender's per-batch path in process: microseconds per event by stage.",
     ),
+    "finetune": (
+        "bench.finetune",
+        "Encoder fine-tuning (none/lora/last-layers): warm and cold-start quality, s/epoch.",
+    ),
 }
 
 

@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from promptrec.cli.argtypes import fraction, non_negative_int, positive_float, positive_int
+from promptrec.cli.argtypes import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 __all__ = ["register"]
 
@@ -109,6 +115,17 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
     return model, train
 
 
+def _finetune(args: argparse.Namespace) -> Any:
+    from promptrec.encoder.finetune import FinetuneConfig
+
+    return FinetuneConfig(
+        mode=args.finetune_encoder,
+        layers=args.finetune_layers,
+        lr=args.finetune_lr,
+        items=args.finetune_items,
+    )
+
+
 def _prepare(args: argparse.Namespace) -> Any:
     import logging
 
@@ -144,7 +161,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from promptrec.encoder.head_training import HeadTrainConfig
 
         head = HeadTrainConfig(epochs=args.head_epochs, seed=args.seed)
-    summary = run_train(prep, args.out, model, train, head, fusion=args.fusion)
+    summary = run_train(
+        prep, args.out, model, train, head, fusion=args.fusion, finetune=_finetune(args)
+    )
     valid, test, ci = summary["valid"], summary["test"], summary["test_intervals"]
     print(
         f"best epoch {summary['best_epoch']}/{summary['epochs_run']} in "
@@ -182,7 +201,13 @@ def _cmd_eval_offline(args: argparse.Namespace) -> int:
     prep = _prepare(args)
     model, train = _configs(args)
     results = run_eval_offline(
-        prep, model, train, args.checkpoint, args.cold_start, fusion=args.fusion
+        prep,
+        model,
+        train,
+        args.checkpoint,
+        args.cold_start,
+        fusion=args.fusion,
+        finetune=_finetune(args),
     )
     write_json(args.out, results)
     print(format_table(results))
@@ -258,6 +283,36 @@ def _add_model(p: argparse.ArgumentParser) -> None:
         help="proposal of the sampled negatives (with --negatives N)",
     )
     p.add_argument("--no-ids", dest="no_ids", action="store_true", help="text-only items")
+    p.add_argument(
+        "--finetune-encoder",
+        dest="finetune_encoder",
+        choices=["none", "lora", "last-layers"],
+        default="none",
+        help="also train the text encoder: LoRA on (needs promptrec[finetune]) or unfreeze its "
+        "top --finetune-layers layers; the tuned tensors go into the checkpoint (default none)",
+    )
+    p.add_argument(
+        "--finetune-layers",
+        dest="finetune_layers",
+        type=positive_int,
+        default=1,
+        help="top transformer layers tuned (default 1)",
+    )
+    p.add_argument(
+        "--finetune-lr",
+        dest="finetune_lr",
+        type=non_negative_float,
+        default=0.0,
+        help="encoder learning rate (0: 1e-3 for lora, 1e-4 for last-layers)",
+    )
+    p.add_argument(
+        "--finetune-items",
+        dest="finetune_items",
+        type=non_negative_int,
+        default=64,
+        help="at most N of a batch's items are re-encoded with gradients per step, the rest "
+        "use the vectors of the last refresh (0: all; default 64, what was measured on CPU)",
+    )
     p.add_argument(
         "--user-profile",
         dest="user_profile",

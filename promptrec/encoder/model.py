@@ -25,10 +25,21 @@ from promptrec.encoder.fusion import TextFusion
 from promptrec.encoder.head_checkpoint import HEAD_PREFIX
 from promptrec.encoder.sequence import SequenceEncoder
 
-__all__ = ["MODEL_FORMAT", "ModelConfig", "RecModel", "load_model", "save_model"]
+__all__ = [
+    "MODEL_FORMAT",
+    "TEXT_ENCODER_PREFIX",
+    "ModelConfig",
+    "RecModel",
+    "load_model",
+    "save_model",
+]
 
 MODEL_FORMAT = "promptrec-recmodel-v1"
 _FUSION_MEAN = "fusion.text_mean"  # (text_dim,) tensor of a fused checkpoint
+# A fine-tuned encoder's changed tensors (promptrec.encoder.finetune) are stored under this
+# prefix, its description as JSON under the "text_encoder" metadata key.
+TEXT_ENCODER_PREFIX = "text_encoder."
+_TEXT_ENCODER_KEY = "text_encoder"
 
 
 @dataclass
@@ -89,6 +100,10 @@ class RecModel(nn.Module):
         )
         # Late fusion with the frozen text zero-shot score (chosen after training; None: off).
         self.fusion: TextFusion | None = None
+        # Fine-tuned encoder tensors (state-dict name -> tensor) and their description; empty
+        # and None for a frozen encoder. Plain attributes: not part of state_dict().
+        self.text_encoder_weights: dict[str, torch.Tensor] = {}
+        self.text_encoder_meta: dict[str, Any] | None = None
 
     @property
     def index_dim(self) -> int:
@@ -179,6 +194,9 @@ def save_model(path: Path, model: RecModel, extra: dict[str, Any] | None = None)
     if model.fusion is not None:
         metadata["fusion"] = model.fusion.metadata()
         tensors[_FUSION_MEAN] = torch.as_tensor(model.fusion.mean)
+    if model.text_encoder_meta is not None:
+        metadata[_TEXT_ENCODER_KEY] = json.dumps(model.text_encoder_meta)
+        tensors.update({TEXT_ENCODER_PREFIX + k: v for k, v in model.text_encoder_weights.items()})
     save_checkpoint(path, tensors, metadata)
     sidecar = {"format": MODEL_FORMAT, "config": asdict(model.config), **(extra or {})}
     try:
@@ -199,6 +217,10 @@ def load_model(path: Path, device: str = "cpu") -> RecModel:
             f"checkpoint {path} is not a promptrec model (format {metadata.get('format')!r}, "
             f"want {MODEL_FORMAT!r})"
         )
+    weights = {
+        k[len(TEXT_ENCODER_PREFIX) :]: tensors.pop(k)
+        for k in [k for k in tensors if k.startswith(TEXT_ENCODER_PREFIX)]
+    }
     try:
         config = ModelConfig.from_json(metadata["config"])
         warm_ids = json.loads(metadata["warm_ids"])
@@ -215,4 +237,33 @@ def load_model(path: Path, device: str = "cpu") -> RecModel:
             )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not fit the model: {exc}") from exc
+    model.text_encoder_meta = _text_encoder_meta(path, metadata.get(_TEXT_ENCODER_KEY), weights)
+    model.text_encoder_weights = weights
     return model.to(device).eval()
+
+
+def _text_encoder_meta(
+    path: Path, raw: str | None, weights: dict[str, torch.Tensor]
+) -> dict[str, Any] | None:
+    """The tuned encoder's description; the listed tensors must be exactly the stored ones."""
+    if raw is None:
+        if weights:
+            raise CheckpointError(
+                f"checkpoint {path} holds {len(weights)} text-encoder tensors but no "
+                f"{_TEXT_ENCODER_KEY!r} metadata"
+            )
+        return None
+    try:
+        meta = json.loads(raw)
+        listed = {str(n) for n in meta["tensors"]}
+        if not isinstance(meta.get("base_model"), str) or "base_fingerprint" not in meta:
+            raise ValueError("no base model identity")
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path}: bad {_TEXT_ENCODER_KEY!r} metadata") from exc
+    missing, extra = sorted(listed - set(weights)), sorted(set(weights) - listed)
+    if missing or extra or not listed:
+        raise CheckpointError(
+            f"checkpoint {path}: tuned encoder tensors do not match its metadata "
+            f"(missing {missing[:3]}, unlisted {extra[:3]}, listed {len(listed)})"
+        )
+    return dict(meta)

@@ -7,9 +7,10 @@ nothing is ever downloaded at run time.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,39 @@ class TextEncoder:
     def max_length(self) -> int:
         """Effective token limit per text."""
         return self._max_length
+
+    @property
+    def model(self) -> Any:
+        """The Hugging Face model (read it, do not train it in place: calls share it)."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The Hugging Face tokenizer."""
+        return self._tokenizer
+
+    def with_weights(self, tensors: Mapping[str, torch.Tensor]) -> TextEncoder:
+        """A copy whose model has ``tensors`` (state-dict name -> tensor) replaced.
+
+        Same tokenizer, device and precision; this encoder is left as it is. Used for a
+        fine-tuned checkpoint's encoder (:func:`promptrec.encoder.finetune.tuned_text_encoder`
+        checks the names and shapes first).
+
+        Raises:
+            ModelLoadError: A name is not in the model or a shape differs.
+        """
+        clone = copy.copy(self)
+        with self._lock:
+            clone._model = copy.deepcopy(self._model)
+        clone._lock = threading.Lock()
+        state = clone._model.state_dict()
+        with torch.no_grad():
+            for name, tensor in tensors.items():
+                if name not in state or state[name].shape != tensor.shape:
+                    raise ModelLoadError(f"tensor {name!r} does not fit model {self._model_dir}")
+                state[name].copy_(tensor)  # casts to the model's dtype (fp16 on CUDA)
+        clone._model.eval()
+        return clone
 
     def encode_many(
         self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False

@@ -11,6 +11,11 @@ are kept. Everything is seeded; CUDA is used when present.
 Sampled softmax (``TrainConfig.negatives = N > 0``, :mod:`promptrec.encoder.sampling`): for
 large catalogs, each batch scores its own positives plus N shared negatives (uniform or
 popularity proposal) with the logQ correction, instead of every item.
+
+Encoder fine-tuning (``tuner``, :mod:`promptrec.encoder.finetune`): the step's text vectors
+come from :meth:`EncoderTuner.step_text` (the batch's items re-encoded with gradients), the
+encoder's trainable parameters join the optimiser, and every item is re-encoded after each
+epoch; validation and the result use those tuned vectors (``TrainResult.text``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +34,9 @@ import torch.nn.functional as F
 
 from promptrec.encoder.model import ModelConfig, RecModel
 from promptrec.encoder.sampling import SAMPLERS, SampledSoftmax
+
+if TYPE_CHECKING:
+    from promptrec.encoder.finetune import EncoderTuner
 
 __all__ = [
     "ModelScorer",
@@ -93,10 +101,14 @@ class TrainResult:
     seconds: float = 0.0
     device: str = "cpu"
     epoch_seconds: list[float] = field(default_factory=list)  # optimisation only, no validation
+    text: np.ndarray | None = None  # (n_items, text_dim) tuned text vectors; None: frozen ones
+    finetune: dict[str, Any] = field(default_factory=dict)  # what encoder tuning did
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (no weights)."""
+        extra = {"finetune": self.finetune} if self.finetune else {}
         return {
+            **extra,
             "best_epoch": self.best_epoch,
             "epochs_run": len(self.curve),
             "valid": self.valid,
@@ -185,6 +197,7 @@ def train_model(
     config: ModelConfig,
     train: TrainConfig,
     profiles: np.ndarray | None = None,
+    tuner: EncoderTuner | None = None,
 ) -> TrainResult:
     """Trains on ``split.train`` with early stopping on validation NDCG@10.
 
@@ -194,6 +207,7 @@ def train_model(
         config: Architecture; ``text_dim`` must match ``text`` unless it is 0.
         train: Optimisation settings.
         profiles: ``(n_users, profile_dim)`` encoded user prompts when ``config.profile_dim``.
+        tuner: Fine-tunes the encoder jointly (module docstring); None keeps it frozen.
 
     Raises:
         ValueError: Shapes disagree or no user has two training interactions.
@@ -212,6 +226,12 @@ def train_model(
         t_prof = torch.as_tensor(np.asarray(profiles, dtype=np.float32), device=device)
     n_items, dim = split.n_items, config.dim
     optimiser = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    best_tuned: tuple[dict[str, torch.Tensor], np.ndarray] | None = None
+    if tuner is not None:
+        optimiser.add_param_group({"params": tuner.parameters(), "lr": tuner.lr})
+        if not config.text_dim:
+            raise ValueError("encoder fine-tuning needs a text path (text_dim > 0)")
+        text = tuner.cache.cpu().numpy().copy()  # (n_items, text_dim): the tuner's own vectors
     from tqdm import tqdm
 
     best_state: dict[str, torch.Tensor] | None = None
@@ -238,6 +258,8 @@ def train_model(
                 t_prof[torch.as_tensor(users[idx], device=device)] if t_prof is not None else None
             )
             real = tgt >= 0  # (b, L): only real positions are scored (saves the padded ones)
+            if tuner is not None:
+                t_text = tuner.step_text(inp, tgt)  # (n_items, text_dim), batch rows with grad
             if sampled is None:
                 items = model.adapter(t_text, id_rows)  # (n_items, dim) unit rows
                 padded = torch.cat([items, items.new_zeros(1, dim)])  # row n_items = padding
@@ -253,12 +275,16 @@ def train_model(
             optimiser.step()
             total += float(loss.detach()) * len(idx)
         epoch_seconds.append(time.perf_counter() - t_epoch)
+        if tuner is not None:
+            text = tuner.refresh()  # every item through the tuned encoder, for validation
         scorer = ModelScorer(model, text, split.item_ids, profiles)
         ndcg = split.evaluate(scorer, "valid")["NDCG@10"]
         curve.append(ndcg)
         if ndcg > best:
             best, best_epoch, since = ndcg, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
+            if tuner is not None:
+                best_tuned = (tuner.state(), text)
         else:
             since += 1
         bar.set_postfix(loss=f"{total / len(order):.3f}", ndcg10=f"{ndcg:.4f}", best=f"{best:.4f}")
@@ -269,10 +295,23 @@ def train_model(
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
+    finetune: dict[str, Any] = {}
+    if tuner is not None and best_tuned is not None:
+        tuner.load_state(best_tuned[0])
+        text = best_tuned[1]
+        model.text_encoder_weights, model.text_encoder_meta = tuner.export()
+        finetune = {
+            **model.text_encoder_meta["config"],
+            "tensors": len(model.text_encoder_weights),
+            "refresh_seconds": round(float(np.mean(tuner.refresh_seconds)), 3),
+        }
     valid = split.evaluate(ModelScorer(model, text, split.item_ids, profiles), "valid")
     log.info("best epoch %d, validation %s", best_epoch, valid)
     seconds = time.perf_counter() - t0
-    return TrainResult(model.cpu(), best_epoch, valid, curve, seconds, str(device), epoch_seconds)
+    result = TrainResult(model.cpu(), best_epoch, valid, curve, seconds, str(device), epoch_seconds)
+    if tuner is not None:
+        result.text, result.finetune = text, finetune
+    return result
 
 
 def config_dict(config: ModelConfig, train: TrainConfig) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from promptrec.evaluation.datasets import Dataset, DatasetError
 from promptrec.evaluation.fusion import select_fusion
 from promptrec.evaluation.protocol import Scorer, Split, rank_users
 from promptrec.evaluation.report import uncertainty_report
+
+if TYPE_CHECKING:
+    from promptrec.encoder.finetune import EncoderTuner
 
 __all__ = ["ColdStart", "RandomScorer", "cold_start_split", "run_cold_start"]
 
@@ -135,14 +138,19 @@ def run_cold_start(
     train: TrainConfig,
     seed: int = 0,
     fusion: bool = True,
+    tuner: EncoderTuner | None = None,
 ) -> dict[str, Any]:
     """Trains ``config`` on the pre-cut data of ``cs`` and reports its cold test events.
 
     Returns the ``cold_start`` part of ``results.json``: the protocol's numbers, what training
     did, and metrics, intervals and paired tests of ``promptrec`` against ``pop`` and
-    ``random`` on the cold events.
+    ``random`` on the cold events. With ``tuner`` the encoder is fine-tuned on the pre-cut
+    data too, and cold items are encoded by the tuned encoder (as a worker would encode them).
     """
-    result = train_model(cs.split, text, config, train, profiles)
+    result = train_model(cs.split, text, config, train, profiles, tuner)
+    if result.text is not None:
+        # Tuned encoder: the model (and its fusion) scores with the tuned text vectors.
+        text = result.text
     fused: dict[str, Any] = {}
     extra: dict[str, np.ndarray] = {}
     if fusion and config.text_dim:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from promptrec.encoder.features import encode_cached
+from promptrec.encoder.finetune import EncoderTuner, FinetuneConfig
 from promptrec.encoder.head import ScoringHead
 from promptrec.encoder.head_checkpoint import attach_head
 from promptrec.encoder.head_training import HeadTrainConfig
@@ -32,6 +33,7 @@ from promptrec.encoder.prompts import PromptTemplates
 from promptrec.encoder.settings import EncoderSettings
 from promptrec.encoder.text_encoder import TextEncoder
 from promptrec.encoder.training import ModelScorer, TrainConfig, config_dict, train_model
+from promptrec.encoder.tuned import tuned_text_encoder
 from promptrec.evaluation.baselines import PopScorer, select_itemknn, select_text_zero_shot
 from promptrec.evaluation.cold_start import cold_start_split, run_cold_start
 from promptrec.evaluation.datasets import Dataset, load_dataset
@@ -67,6 +69,7 @@ class Prepared:
     encoder: TextEncoder
     settings: EncoderSettings
     cache_dir: Path | None = None  # text-vector cache (user prompts of the zero-shot method)
+    item_texts: list[str] = field(default_factory=list)  # prompt text per item (encoder tuning)
 
 
 def prepare(
@@ -102,7 +105,7 @@ def prepare(
             split.user_ids, dataset, prompts, settings.user_prompt, settings.max_text_chars
         )
         prof = encode_cached(encoder, utexts, cache_dir, progress)
-    return Prepared(dataset, split, text, prof, encoder, settings, cache_dir)
+    return Prepared(dataset, split, text, prof, encoder, settings, cache_dir, item_texts=texts)
 
 
 def model_config(prep: Prepared, base: ModelConfig) -> ModelConfig:
@@ -118,8 +121,26 @@ def model_config(prep: Prepared, base: ModelConfig) -> ModelConfig:
     )
 
 
-def _scorer(prep: Prepared, model: RecModel) -> ModelScorer:
-    return ModelScorer(model, prep.text, prep.split.item_ids, prep.profiles)
+def _scorer(prep: Prepared, model: RecModel, text: np.ndarray | None = None) -> ModelScorer:
+    text = prep.text if text is None else text
+    return ModelScorer(model, text, prep.split.item_ids, prep.profiles)
+
+
+def make_tuner(
+    prep: Prepared, finetune: FinetuneConfig | None, train: TrainConfig
+) -> EncoderTuner | None:
+    """A fresh encoder tuner for one training run (None: the encoder stays frozen)."""
+    if finetune is None or finetune.mode == "none":
+        return None
+    return EncoderTuner(prep.encoder, prep.item_texts, finetune, train.device, train.seed)
+
+
+def checkpoint_text(prep: Prepared, model: RecModel) -> np.ndarray:
+    """Item text vectors a checkpoint scores with: its tuned encoder's, else the frozen ones."""
+    encoder = tuned_text_encoder(model, prep.encoder)
+    if encoder is None:
+        return prep.text
+    return encode_cached(encoder, prep.item_texts, None, progress=False)
 
 
 def run_train(
@@ -129,6 +150,7 @@ def run_train(
     train: TrainConfig,
     head: HeadTrainConfig | None = None,
     fusion: bool = True,
+    finetune: FinetuneConfig | None = None,
 ) -> dict[str, Any]:
     """Trains, writes ``out`` (safetensors) and ``out.json``; returns the JSON summary.
 
@@ -136,12 +158,16 @@ def run_train(
     (``fusion`` in the summary). With ``head``, the scoring head is then trained as the
     ranking stage over the retrieved (fused, when fusion is on) candidates
     (:mod:`promptrec.evaluation.head_stage`); when it beats plain cosine on validation it is
-    written into ``out``, and the summary's ``head`` entry reports both.
+    written into ``out``, and the summary's ``head`` entry reports both. With ``finetune`` the
+    encoder is tuned jointly and its changed tensors go into ``out``; the fusion's text part
+    then uses the tuned encoder's vectors too.
     """
     config = model_config(prep, base)
-    result = train_model(prep.split, prep.text, config, train, prep.profiles)
-    chosen = _fuse(prep.split, prep.text, prep.profiles, result.model, fusion)
-    ranks = stage_ranks(_scorer(prep, result.model), prep.split, "test")
+    tuner = make_tuner(prep, finetune, train)
+    result = train_model(prep.split, prep.text, config, train, prep.profiles, tuner)
+    text = prep.text if result.text is None else result.text
+    chosen = _fuse(prep.split, text, prep.profiles, result.model, fusion)
+    ranks = stage_ranks(_scorer(prep, result.model, text), prep.split, "test")
     test = metrics_from_ranks(ranks)
     summary = {
         "dataset": prep.dataset.name,
@@ -155,7 +181,7 @@ def run_train(
     }
     trained_head = None
     if head is not None:
-        trained_head, summary["head"] = _head_stage(prep, result.model, head)
+        trained_head, summary["head"] = _head_stage(prep, result.model, head, text)
     save_model(out, result.model, summary)
     if trained_head is not None:
         attach_head(out, trained_head, {"valid": summary["head"]["valid"]["head"]})
@@ -163,13 +189,17 @@ def run_train(
 
 
 def _head_stage(
-    prep: Prepared, model: RecModel, config: HeadTrainConfig
+    prep: Prepared, model: RecModel, config: HeadTrainConfig, text: np.ndarray
 ) -> tuple[ScoringHead | None, dict[str, Any]]:
-    """The head stage with the worker's retrieval settings (``PROMPTREC_*`` environment)."""
+    """The head stage with the worker's retrieval settings (``PROMPTREC_*`` environment).
+
+    ``text`` is ``(n_items, text_dim)``: the item text vectors the model scores with (the tuned
+    encoder's after ``--finetune-encoder``).
+    """
     serving = ServingSettings()
     return run_head_stage(
         model,
-        prep.text,
+        text,
         prep.split,
         prep.profiles,
         config,
@@ -187,6 +217,7 @@ def run_eval_offline(
     checkpoint: Path | None = None,
     cold_start: float | None = None,
     fusion: bool = True,
+    finetune: FinetuneConfig | None = None,
 ) -> dict[str, Any]:
     """All methods on the test targets of one split; returns the results.json document.
 
@@ -212,16 +243,28 @@ def run_eval_offline(
     if checkpoint is not None:
         model = load_model(checkpoint)
         check_compatible(model.config, prep)
-        timed("promptrec", lambda: stage_ranks(_scorer(prep, model), split, "test"))
+        text = checkpoint_text(prep, model)
+        timed("promptrec", lambda: stage_ranks(_scorer(prep, model, text), split, "test"))
         if model.fusion is not None:
             kept, model.fusion = model.fusion, None
-            timed("promptrec-unfused", lambda: stage_ranks(_scorer(prep, model), split, "test"))
+            timed(
+                "promptrec-unfused",
+                lambda: stage_ranks(_scorer(prep, model, text), split, "test"),
+            )
             model.fusion = kept
     else:
         config = model_config(prep, base)
         timed(
             "promptrec",
-            lambda: _train_ranks(prep, config, train, training, "promptrec", fusion=fusion),
+            lambda: _train_ranks(
+                prep,
+                config,
+                train,
+                training,
+                "promptrec",
+                fusion=fusion,
+                tuner=make_tuner(prep, finetune, train),
+            ),
         )
         if "unfused" in training["promptrec"]:
             ranks["promptrec-unfused"] = training["promptrec"].pop("unfused")
@@ -261,7 +304,13 @@ def run_eval_offline(
         t0 = time.perf_counter()
         config = model_config(prep, base)
         document["cold_start"] = run_cold_start(
-            cold, prep.text, prep.profiles, config, train, fusion=fusion
+            cold,
+            prep.text,
+            prep.profiles,
+            config,
+            train,
+            fusion=fusion,
+            tuner=make_tuner(prep, finetune, train),
         )
         log.info("cold start: %.1f s", time.perf_counter() - t0)
     return document
@@ -294,6 +343,7 @@ def _train_ranks(
     name: str,
     profiles: bool = True,
     fusion: bool = False,
+    tuner: EncoderTuner | None = None,
 ) -> np.ndarray:
     """Trains ``config``, records its summary under ``training[name]``, returns test ranks.
 
@@ -302,17 +352,18 @@ def _train_ranks(
     ``training[name]["unfused"]`` (the caller moves them out).
     """
     prof = prep.profiles if profiles else None
-    result = train_model(prep.split, prep.text, config, train, prof)
+    result = train_model(prep.split, prep.text, config, train, prof, tuner)
     training[name] = result.summary()
-    chosen = _fuse(prep.split, prep.text, prof, result.model, fusion)
+    text = prep.text if result.text is None else result.text
+    chosen = _fuse(prep.split, text, prof, result.model, fusion)
     if chosen:
         training[name]["fusion"] = chosen
         if result.model.fusion is not None:
             kept, result.model.fusion = result.model.fusion, None
-            plain = ModelScorer(result.model, prep.text, prep.split.item_ids, prof)
+            plain = ModelScorer(result.model, text, prep.split.item_ids, prof)
             training[name]["unfused"] = stage_ranks(plain, prep.split, "test")
             result.model.fusion = kept
-    scorer = ModelScorer(result.model, prep.text, prep.split.item_ids, prof)
+    scorer = ModelScorer(result.model, text, prep.split.item_ids, prof)
     return stage_ranks(scorer, prep.split, "test")
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from promptrec.encoder import PromptTemplates, TextEncoder
 from promptrec.encoder.model import RecModel
 from promptrec.encoder.settings import EncoderSettings
+from promptrec.encoder.tuned import tuned_text_encoder
 from promptrec.events.schemas import FeedbackEvent
 from promptrec.index import CandidateIndex
 from promptrec.index.settings import IndexSettings
@@ -81,6 +82,7 @@ def load_arm_engines(
     root = serving.state_dir / "arms"
     root.mkdir(parents=True, exist_ok=True)
     models: dict[Path | None, tuple[RecModel | None, str]] = {}
+    item_encoders: dict[Path | None, TextEncoder | None] = {}
     indexes: dict[IndexKey, tuple[CandidateIndex, Path]] = {}
     profiles: dict[tuple[str, Path | None], tuple[CandidateIndex, Path]] = {}
     out: dict[str, Engine] = {}
@@ -88,6 +90,8 @@ def load_arm_engines(
         settings = _arm_settings(encoder_settings, arm)
         if arm.checkpoint not in models:
             models[arm.checkpoint] = _load_model(settings, encoder)
+            found = models[arm.checkpoint][0]
+            item_encoders[arm.checkpoint] = tuned_text_encoder(found, encoder) if found else None
         model, model_tag = models[arm.checkpoint]
         dim = model.index_dim if model is not None else encoder.dim
         if arm.index_key not in indexes:
@@ -119,6 +123,7 @@ def load_arm_engines(
             index_dir=index_dir,
             profiles_dir=profiles_dir,
             head_file=head_file,
+            item_encoder=item_encoders[arm.checkpoint],
         )
     return out
 

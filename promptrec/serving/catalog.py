@@ -116,8 +116,7 @@ class CatalogUpdater:
         plan.user_ids, plan.user_tags = [u for u, _, _ in user_todo], [h for _, _, h in user_todo]
         texts = [text for _, text, _ in item_todo] + [text for _, text, _ in user_todo]
         if texts:
-            # One encoder call for items and profiles: (n, dim) float32, L2-normalised.
-            vectors = self.engine.encoder.encode_many(texts)
+            vectors = self._encode(texts, len(item_todo))  # (n, dim) float32, L2-normalised
             n_items = len(item_todo)
             if item_todo:
                 # (n_items, index dim): adapted by the trained model when there is one.
@@ -141,6 +140,16 @@ class CatalogUpdater:
         out.upserted = len(plan.item_ids)
         out.profiles = len(plan.user_ids)
         return out
+
+    def _encode(self, texts: list[str], n_items: int) -> np.ndarray:
+        """Item texts (the first ``n_items``) and then profile texts -> their vectors."""
+        tuned = self.engine.item_encoder
+        if tuned is None:
+            return self.engine.encoder.encode_many(texts)  # one call for items and profiles
+        # A fine-tuned checkpoint: items through its tuned encoder, profiles through the base
+        # one (training encoded user prompts with the frozen encoder).
+        items = tuned.encode_many(texts[:n_items])
+        return np.concatenate([items, self.engine.encoder.encode_many(texts[n_items:])])
 
     def finish_replay(self) -> int:
         """End of the start-up replay: drop restored entries the topics no longer hold."""

@@ -16,6 +16,10 @@ vectors; the scoring head then works in the model's space (its width) and starts
 ``promptrec train`` fine-tuned into the checkpoint, when it holds one (:func:`base_head`; plain
 cosine otherwise). Without a checkpoint, the index holds the frozen text vectors and the
 :class:`UserTower` builds users, as before.
+A checkpoint
+trained with ``--finetune-encoder`` carries tuned encoder tensors: the engine's ``item_encoder``
+(the base encoder with them) then encodes item texts, so new catalog items get the tuned
+encoder's vectors; user prompts stay with the base encoder, as in training.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from promptrec.encoder.exceptions import CheckpointError, EncoderError
 from promptrec.encoder.head_checkpoint import load_checkpoint_head
 from promptrec.encoder.model import RecModel, load_model
 from promptrec.encoder.settings import EncoderSettings
+from promptrec.encoder.tuned import tuned_text_encoder
 from promptrec.index import CandidateIndex, create_index, restore_index
 from promptrec.index.exceptions import CandidateIndexError
 from promptrec.index.settings import IndexSettings
@@ -74,6 +79,7 @@ class Engine:
     index_dir: Path | None = None
     profiles_dir: Path | None = None
     head_file: Path | None = None
+    item_encoder: TextEncoder | None = None  # tuned by the checkpoint; None: ``encoder``
 
     def __post_init__(self) -> None:
         if self.catalog_executor is None:
@@ -173,6 +179,7 @@ class Engine:
             head=head,
             model=model,
             model_tag=model_tag,
+            item_encoder=tuned_text_encoder(model, encoder) if model is not None else None,
         )
 
     def checkpoint(self) -> None:
