@@ -133,7 +133,7 @@ def _promptrec_ranks(data: Path, fmt: str, checkpoint: Path) -> dict[str, np.nda
 
 
 def report(
-    split: Split, runs: list[Path], promptrec: dict[str, np.ndarray], meta: dict[str, Any]
+    split: Split, runs: list[Path], promptrec: dict[str, np.ndarray] | None, meta: dict[str, Any]
 ) -> dict[str, Any]:
     """The results.json document: every method's test metrics, intervals and paired tests.
 
@@ -141,14 +141,17 @@ def report(
         split: Our split (for Pop).
         runs: Per peer, the ``<model>.json`` summary written by ``run_recbole.py``; its chosen
             grid point's ``test.ranks.npy`` lies next to it.
-        promptrec: promptrec's ``valid`` and ``test`` ranks.
+        promptrec: promptrec's ``valid`` and ``test`` ranks; None: no promptrec row, and the
+            paired tests are then Pop - other.
         meta: Extra top-level fields (commands, machine, promptrec's source).
     """
     from promptrec.evaluation.baselines import PopScorer
     from promptrec.evaluation.report import uncertainty_report
 
-    ranks = {"promptrec": promptrec["test"]}
-    valid = {"promptrec": metrics_from_ranks(promptrec["valid"])}
+    ranks, valid = {}, {}
+    if promptrec is not None:
+        ranks["promptrec"] = promptrec["test"]
+        valid["promptrec"] = metrics_from_ranks(promptrec["valid"])
     peers: dict[str, Any] = {}
     for path in runs:
         summary = json.loads(path.read_text())
@@ -163,7 +166,7 @@ def report(
     return {
         "dataset": meta.pop("dataset"),
         "protocol": PROTOCOL,
-        **uncertainty_report(ranks, "promptrec"),
+        **uncertainty_report(ranks, "promptrec" if promptrec is not None else "pop"),
         "valid": valid,
         "peers": peers,
         **meta,
@@ -180,7 +183,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         if name != "serve":
             s.add_argument("--workdir", type=Path, required=True)
     r = sub.choices["report"]
-    r.add_argument("--checkpoint", type=Path, required=True, help="promptrec checkpoint")
+    r.add_argument("--checkpoint", type=Path, help="promptrec checkpoint (omit: no promptrec row)")
     r.add_argument("--runs", type=Path, nargs="+", required=True, help="<model>.json files")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--meta", type=Path, help="JSON object merged into the document")
@@ -198,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         meta = json.loads(args.meta.read_text()) if args.meta else {}
         meta.setdefault("dataset", args.data.name)
-        meta["promptrec_checkpoint"] = str(args.checkpoint)
-        doc = report(
-            split, args.runs, _promptrec_ranks(args.data, args.format, args.checkpoint), meta
-        )
+        ours = None
+        if args.checkpoint is not None:
+            meta["promptrec_checkpoint"] = str(args.checkpoint)
+            ours = _promptrec_ranks(args.data, args.format, args.checkpoint)
+        doc = report(split, args.runs, ours, meta)
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

@@ -118,3 +118,20 @@ def test_report_pairs_promptrec_with_each_peer_on_the_same_users(tmp_path: Path)
     assert set(doc["intervals"]) == {"promptrec", "recbole-sasrec", "pop"}
     assert doc["valid"]["recbole-sasrec"]["HR@5"] == 1.0
     assert doc["peers"]["recbole-sasrec"]["chosen"]["point"] == 1
+
+
+def test_report_without_promptrec_pairs_pop_with_the_peers(tmp_path: Path) -> None:
+    split = tiny_split()
+    point = tmp_path / "runs/GRU4Rec/p0"
+    point.mkdir(parents=True)
+    np.save(point / "test.ranks.npy", np.array([3, 0]))
+    np.save(point / "valid.ranks.npy", np.array([0, 0]))
+    summary = {"model": "GRU4Rec", "chosen": {"dir": "GRU4Rec/p0", "point": 0}, "grid": []}
+    (tmp_path / "runs/GRU4Rec.json").write_text(json.dumps(summary))
+    doc = our_eval.report(split, [tmp_path / "runs/GRU4Rec.json"], None, {"dataset": "tiny"})
+    assert list(doc["methods"]) == ["recbole-gru4rec", "pop"]
+    assert doc["paired"]["method"] == "pop"
+    assert doc["methods"]["pop"]["NDCG@10"] == 1.0  # both tiny targets win their count ties
+    # Oriented baseline minus other: Pop (1, 1) - peer (1 / log2(5), 1).
+    expected = (1.0 - 1.0 / np.log2(5)) / 2
+    assert doc["paired"]["vs"]["recbole-gru4rec"]["mean_diff"] == pytest.approx(expected, abs=1e-5)
