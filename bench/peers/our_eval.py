@@ -121,6 +121,7 @@ def _promptrec_ranks(data: Path, fmt: str, checkpoint: Path) -> dict[str, np.nda
     from promptrec.encoder.model import load_model
     from promptrec.encoder.settings import EncoderSettings
     from promptrec.encoder.training import ModelScorer
+    from promptrec.evaluation import offline
     from promptrec.evaluation.offline import check_compatible, prepare
 
     model = load_model(checkpoint)
@@ -128,7 +129,11 @@ def _promptrec_ranks(data: Path, fmt: str, checkpoint: Path) -> dict[str, np.nda
         data, fmt, EncoderSettings(), default_cache_dir(), profiles=bool(model.config.profile_dim)
     )
     check_compatible(model.config, prep)
-    scorer = ModelScorer(model, prep.text, prep.split.item_ids, prep.profiles)
+    # A checkpoint with a tuned encoder scores with its own item vectors (main's
+    # offline.checkpoint_text, as `eval offline --checkpoint` does); older code has only frozen.
+    text_of = getattr(offline, "checkpoint_text", None)
+    text = text_of(prep, model) if text_of is not None else prep.text
+    scorer = ModelScorer(model, text, prep.split.item_ids, prep.profiles)
     return {stage: stage_ranks(scorer, prep.split, stage) for stage in ("valid", "test")}
 
 
