@@ -1,439 +1,421 @@
-"""Run RecBole 1.2.1 peers (Pop, SASRec, GRU4Rec) on MovieLens-100K, leave-one-out, full ranking.
+"""Train RecBole 1.2.1 peers (SASRec, GRU4Rec, BERT4Rec) on promptrec's split; OUR evaluator scores.
 
-This script runs in the side virtualenv ``.peers-venv`` (see ``bench/peers/README.md``), never in
-the project's ``.venv``: RecBole 1.2.1 needs numpy<2 and a few imports that promptrec does not.
+Runs in the side virtualenv ``.peers-venv`` (RecBole 1.2.1 needs numpy<2; see README.md). RecBole
+does the training (its dataset augmentation, TrainDataLoader, model, loss, optimiser and early
+stopping); it never evaluates. ``our_eval.py export`` first writes the training interactions of
+promptrec's split (and nothing else) as a RecBole atomic data set; this driver then:
 
-What it does:
-  1. Reads ``u.data`` from ``--data`` (tab-separated ``user item rating timestamp``) and writes it,
-     every rating kept as an interaction and in file order, as a RecBole atomic file
-     ``<workdir>/atomic/ml-100k/ml-100k.inter`` with user/item ids as tokens. The data never enters
-     the repo.
-  2. Trains and evaluates each model with the same protocol as ``promptrec eval offline``: per-user
-     time-ordered leave-one-out (``split LS valid_and_test, order TO``), ranking over all items
-     (``mode full``), items already in the user's history masked out; early stopping on validation
-     NDCG@10.
-  3. Writes ``results.json`` (test metrics under ``methods``, validation metrics under ``valid``).
+  1. builds RecBole's SequentialDataset from it (one training sample per history prefix, exactly
+     the samples RecBole's own ``LS`` split would train on, but with OUR train/valid/test items);
+  2. after every epoch scores all items for every user from its validation history (our
+     training items), sends the ``(users, items)`` matrix to ``our_eval.py serve`` (project venv,
+     promptrec's ranking code: history excluded, ties by catalog order) and gives RecBole's early
+     stopping that NDCG@10;
+  3. reloads the best checkpoint and has the server rank validation and test (test history =
+     training items + validation item), writing per-user ranks for the report.
 
-Usage (from the repo root)::
-
-    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 nice -n 15 .peers-venv/bin/python bench/peers/run_recbole.py
+One call trains one grid point of one model (``--point``); ``--summarize`` picks each model's
+point by validation NDCG@10. Usage: see bench/peers/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
-import hashlib
 import json
 import os
+import pickle
+import subprocess
 import sys
-import tempfile
 import time
 import types
 from pathlib import Path
 from typing import Any
 
-# RecBole's best-model checkpoint holds its Config object; torch>=2.6 refuses to unpickle that with
-# the default weights_only=True. Must be set before torch is imported.
-os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole pickles its Config
 
-__all__ = [
-    "DEFAULT_MODELS",
-    "METRIC_KEYS",
-    "POP_REFERENCE",
-    "build_config",
-    "convert_ml100k",
-    "main",
-    "run_model",
-]
+__all__ = ["GRID", "PeerTrainer", "main", "summarize", "train_point"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ml-100k"
-DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
-DATASET = "ml-100k"
-PROTOCOL = "leave-one-out (LS valid_and_test, TO), full ranking, seen items excluded"
-DEFAULT_MODELS = ("Pop", "SASRec", "GRU4Rec")
-# RecBole metric name -> name used in promptrec's results.json.
-METRIC_KEYS = {
-    "hit@5": "HR@5",
-    "hit@10": "HR@10",
-    "hit@20": "HR@20",
-    "ndcg@5": "NDCG@5",
-    "ndcg@10": "NDCG@10",
-    "ndcg@20": "NDCG@20",
-    "mrr@10": "MRR@10",
+HERE = Path(__file__).resolve().parent
+DATASET = "peers"
+# The validation grid: RecBole's defaults first, then the knobs that matter (dropout, hidden
+# size, learning rate); 3 points per model, about what promptrec's own tuning used.
+GRID: dict[str, list[dict[str, Any]]] = {
+    "SASRec": [
+        {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "learning_rate": 0.001},
+        {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "learning_rate": 0.001},
+        {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "learning_rate": 0.003},
+    ],
+    "GRU4Rec": [
+        {"dropout_prob": 0.3, "learning_rate": 0.001},
+        {"dropout_prob": 0.3, "learning_rate": 0.003},
+        {"dropout_prob": 0.1, "learning_rate": 0.003, "hidden_size": 64},
+    ],
+    "BERT4Rec": [
+        {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "learning_rate": 0.001},
+        {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "learning_rate": 0.003},
+    ],
 }
-# Pop measured with RecBole 1.2.1 on this protocol (issue 6); a conversion sanity check.
-POP_REFERENCE = {"HR@10": 0.0721, "NDCG@10": 0.0403}
-# RecBole's own default (properties/overall.yaml). The headline Pop runs with it, i.e. Pop as
-# RecBole runs it out of the box; CE sequential models need None. See _pop_exact_counts for why
-# Pop's numbers depend on this at all.
-RECBOLE_DEFAULT_NEG_SAMPLING = {
-    "distribution": "uniform",
-    "sample_num": 1,
-    "alpha": 1.0,
-    "dynamic": False,
-    "candidate_num": 0,
-}
-INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
 
 
 def _stub_ray() -> None:
-    """Let ``import recbole`` succeed without ray.
-
-    ``recbole/__init__.py`` imports ``recbole.quick_start``, which does ``from ray import tune`` at
-    module level; only hyper-parameter tuning uses it. Installing ray (hundreds of MB, its own pins)
-    just for that import is what the ``--no-deps`` install avoids, so an empty module stands in.
-    """
-    if "ray" in sys.modules:
-        return
-    try:
-        import ray  # noqa: F401  # a real ray, if someone installed one, wins
-    except ImportError:
-        ray_stub = types.ModuleType("ray")
-        tune_stub = types.ModuleType("ray.tune")
-        ray_stub.tune = tune_stub  # type: ignore[attr-defined]
-        sys.modules["ray"] = ray_stub
-        sys.modules["ray.tune"] = tune_stub
+    """``import recbole`` imports ``recbole.quick_start``, which imports ray; we never use it."""
+    if "ray" not in sys.modules:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            stub, tune = types.ModuleType("ray"), types.ModuleType("ray.tune")
+            stub.tune = tune  # type: ignore[attr-defined]
+            sys.modules["ray"], sys.modules["ray.tune"] = stub, tune
 
 
-def convert_ml100k(data_dir: Path, atomic_root: Path) -> dict[str, int]:
-    """Write ``u.data`` as RecBole's ``ml-100k.inter`` atomic file under ``atomic_root/ml-100k/``.
+def _fast_gelu() -> None:
+    """RecBole's FeedForward.gelu is erf GELU in 5 separate elementwise ops (and 5 saved
+    activations of (B, L, inner) for backward); torch's fused F.gelu computes the same function
+    (``approximate='none'``) in one kernel. Must run before models are built."""
+    import torch.nn.functional as F
+    from recbole.model.layers import FeedForward
 
-    Every rating is kept as an interaction (no rating threshold, no k-core filter), in file order,
-    so RecBole's stable time sort breaks timestamp ties by file order, the same way every run.
+    FeedForward.gelu = lambda self, x: F.gelu(x)  # type: ignore[method-assign]
 
-    Returns:
-        Counts: ``interactions``, ``users``, ``items``.
 
-    Raises:
-        FileNotFoundError: ``u.data`` is missing.
-        ValueError: a line is not four tab-separated integers.
-    """
-    src = data_dir / "u.data"
-    if not src.is_file():
-        raise FileNotFoundError(
-            f"{src} not found: --data must be the MovieLens-100K folder (with u.data)"
+class ScoreClient:
+    """The pipe to ``our_eval.py serve`` (project venv): promptrec's evaluator."""
+
+    def __init__(self, python: str, data: Path, fmt: str) -> None:
+        cmd = [python, str(HERE / "our_eval.py"), "serve", "--data", str(data), "--format", fmt]
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
-    out_dir = atomic_root / DATASET
-    out_dir.mkdir(parents=True, exist_ok=True)
-    users: set[str] = set()
-    items: set[str] = set()
-    n = 0
-    with src.open(encoding="latin-1") as fin, (out_dir / f"{DATASET}.inter").open("w") as fout:
-        fout.write(INTER_HEADER)
-        for lineno, line in enumerate(fin, start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 4 or not all(p.lstrip("-").isdigit() for p in parts):
-                raise ValueError(
-                    f"{src}:{lineno}: expected 'user item rating timestamp' integers, got {line!r}"
-                )
-            user, item, rating, ts = parts
-            fout.write(f"{user}\t{item}\t{rating}\t{ts}\n")
-            users.add(user)
-            items.add(item)
-            n += 1
-    if n == 0:
-        raise ValueError(f"{src} holds no interactions")
-    return {"interactions": n, "users": len(users), "items": len(items)}
+
+    def rank(self, scores_path: Path, stage: str, ranks_out: Path | None = None) -> dict[str, Any]:
+        req = {"scores": str(scores_path), "stage": stage}
+        if ranks_out is not None:
+            req["ranks_out"] = str(ranks_out)
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"score server exited with {self.proc.wait()}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"score server: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
-def build_config(
-    args: argparse.Namespace, atomic_root: Path, workdir: Path, use_gpu: bool
-) -> dict[str, Any]:
-    """The RecBole config shared by every model (model hyper-parameters stay RecBole defaults)."""
-    return {
-        "data_path": str(atomic_root),
-        "checkpoint_dir": str(workdir / "saved"),
-        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
-        "USER_ID_FIELD": "user_id",
-        "ITEM_ID_FIELD": "item_id",
-        "TIME_FIELD": "timestamp",
-        "user_inter_num_interval": "[0,inf)",
-        "item_inter_num_interval": "[0,inf)",
-        "val_interval": None,
-        "rm_dup_inter": None,
-        "eval_args": {
-            "split": {"LS": "valid_and_test"},
-            "order": "TO",
-            "group_by": "user",
-            "mode": "full",
-        },
-        "MAX_ITEM_LIST_LENGTH": 50,
-        "loss_type": "CE",
-        "train_neg_sample_args": None,
-        "metrics": ["Hit", "NDCG", "MRR"],
-        "topk": [5, 10, 20],
-        "valid_metric": "NDCG@10",
-        "seed": 2020,
-        "reproducibility": True,
-        "epochs": args.epochs,
-        "stopping_step": args.stopping_step,
-        "train_batch_size": args.train_batch_size,
-        "eval_batch_size": 4096,
-        "use_gpu": use_gpu,
-        "show_progress": False,
-        "worker": 0,
-    }
+def full_scores(model: Any, dataset: Any, histories: list[list[int]], n_items: int) -> Any:
+    """``(n_users, n_items)`` float32 full-sort scores in OUR item order (numpy).
 
-
-def _rename(result: dict[str, Any]) -> dict[str, float]:
-    return {ours: round(float(result[theirs]), 4) for theirs, ours in METRIC_KEYS.items()}
-
-
-def _pop_exact_counts(
-    trainer: Any, train_data: Any, valid_data: Any, test_data: Any
-) -> dict[str, Any]:
-    """Re-score a trained RecBole Pop with exact train-split item counts, same split and evaluator.
-
-    RecBole 1.2.1's ``Pop.calculate_loss`` does ``item_cnt[item] = item_cnt[item] + 1`` with
-    advanced indexing, which adds 1 per *batch* an item appears in, not per interaction; its ranking
-    therefore depends on the batch size and on negative sampling. This gives the bug-free popularity
-    baseline on the identical split.
+    Each history (our item rows, oldest first) becomes RecBole's input: the last
+    ``MAX_ITEM_LIST_LENGTH`` items as internal ids, left-aligned and zero-padded.
     """
+    import numpy as np
     import torch
+    from recbole.data.interaction import Interaction
 
-    model = trainer.model
-    item_ids = train_data._dataset.inter_feat[model.ITEM_ID]  # (n_train,) int64 item ids
-    counts = torch.bincount(item_ids, minlength=model.n_items).unsqueeze(1)  # (n_items, 1)
-    model.item_cnt = counts.to(model.item_cnt.device)
-    model.max_cnt = torch.max(model.item_cnt, dim=0)[0]
-    return {
-        "test": _rename(trainer.evaluate(test_data, load_best_model=False, show_progress=False)),
-        "valid": _rename(trainer.evaluate(valid_data, load_best_model=False, show_progress=False)),
-    }
+    tokens = dataset.field2id_token["item_id"]  # internal id -> token (our row as str); 0 = PAD
+    to_internal = np.zeros(n_items, dtype=np.int64)
+    to_internal[[int(t) for t in tokens[1:]]] = np.arange(1, len(tokens))
+    max_len = model.max_seq_length
+    seq = np.zeros((len(histories), max_len), dtype=np.int64)
+    lengths = np.ones(len(histories), dtype=np.int64)  # a user without history: 1 PAD item
+    for u, hist in enumerate(histories):
+        h = to_internal[np.asarray(hist[-max_len:], dtype=np.int64)]
+        seq[u, : len(h)], lengths[u] = h, max(len(h), 1)
+    out = np.empty((len(histories), n_items), dtype=np.float32)
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(histories), 512):
+            batch = Interaction(
+                {
+                    model.ITEM_SEQ: torch.from_numpy(seq[start : start + 512]),
+                    model.ITEM_SEQ_LEN: torch.from_numpy(lengths[start : start + 512]),
+                }
+            )
+            batch = batch.to(next(model.parameters()).device)
+            s = model.full_sort_predict(batch).float().cpu().numpy()  # (b, n_internal); 0 = PAD
+            out[start : start + 512] = s[:, to_internal]
+    return out
 
 
-class _BudgetExhausted(Exception):
-    """Raised from RecBole's epoch callback to end training when the next epoch would overrun."""
+class _BudgetSpent(Exception):
+    """Raised from the epoch callback when ``--time-budget-s`` would be overrun."""
 
 
-def run_model(
-    name: str,
-    base_config: dict[str, Any],
-    epochs: int,
-    overrides: dict[str, Any] | None = None,
-    time_budget_s: float = 0.0,
-) -> dict[str, Any]:
-    """Train ``name`` (early stopping on valid NDCG@10), then evaluate its best checkpoint on test.
+def _trainer_class(base: type) -> type:
+    class PeerTrainer(base):  # type: ignore[misc, valid-type]
+        """RecBole's trainer; validation = our evaluator (NDCG@10) on our validation targets."""
 
-    Returns:
-        ``test`` and ``valid`` metrics, ``epochs_run``, ``stopped_by``, ``best_epoch``,
-        ``valid_curve``, ``wall_s`` (data preparation included) and, for Pop, ``exact_counts``.
-    """
+        peer: dict[str, Any]
+
+        def _valid_epoch(self, valid_data: Any, show_progress: bool = False) -> Any:
+            import numpy as np
+
+            p = self.peer
+            t0 = time.perf_counter()
+            scores = full_scores(self.model, p["dataset"], p["valid_hist"], p["n_items"])
+            np.save(p["dir"] / "scores.npy", scores)
+            reply = p["client"].rank(p["dir"] / "scores.npy", "valid")
+            p["valid_s"].append(round(time.perf_counter() - t0, 2))
+            self.model.train()
+            return reply["metrics"]["NDCG@10"], reply["metrics"]
+
+    return PeerTrainer
+
+
+PeerTrainer = _trainer_class  # exported name: the factory (RecBole is imported lazily)
+
+
+def train_point(args: argparse.Namespace, name: str, point: int) -> dict[str, Any]:
+    """Trains grid point ``point`` of ``name`` to early stopping; writes and returns run.json."""
+    import numpy as np
+    import torch
     from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import create_dataset
+    from recbole.data.dataloader import TrainDataLoader
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
-    start = time.perf_counter()
-    config_dict = {**base_config, "epochs": epochs, **(overrides or {})}
-    config = Config(model=name, dataset=DATASET, config_dict=config_dict)
+    split = json.loads((args.workdir / "split.json").read_text())
+    out_dir = args.workdir / "runs" / name / f"p{point}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hparams = GRID[name][point]
+    config = Config(
+        model=name,
+        dataset=DATASET,
+        config_dict={
+            "data_path": str(args.workdir / "atomic"),
+            "checkpoint_dir": str(out_dir),
+            "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id"]},
+            "USER_ID_FIELD": "user_id",
+            "ITEM_ID_FIELD": "item_id",
+            "TIME_FIELD": "timestamp",
+            "MAX_ITEM_LIST_LENGTH": 50,
+            "loss_type": "CE",
+            "train_neg_sample_args": None,
+            "epochs": args.epochs,
+            "stopping_step": args.stopping_step,
+            "train_batch_size": args.train_batch_size,
+            "eval_step": 1,
+            "valid_metric": "NDCG@10",
+            "seed": 2020,
+            "reproducibility": True,
+            "use_gpu": args.device == "cuda",
+            "enable_amp": args.amp,
+            "show_progress": False,
+            **hparams,
+        },
+    )
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-
-    curve: list[tuple[int, float]] = []
-    epoch_start = [time.perf_counter()]
-    stopped_by_budget = [False]
+    t0 = time.perf_counter()
+    cache = args.workdir / f"dataset-L{config['MAX_ITEM_LIST_LENGTH']}.pkl"
+    if cache.is_file():  # the same for every model and grid point; RecBole's build is ~1 CPU min
+        dataset = pickle.loads(cache.read_bytes())
+    else:
+        dataset = create_dataset(config)
+        # What Dataset.build() does first; the augmentation (one sample per prefix of our train
+        # items) happens here. build() itself is never called: its split would re-split our train.
+        dataset._change_feat_format()
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # atomic: two processes may race here
+        tmp.write_bytes(pickle.dumps(dataset))
+        tmp.replace(cache)
+    n_items = split["n_items"]
+    assert dataset.item_num - 1 == n_items, (dataset.item_num, n_items)
+    train_data = TrainDataLoader(config, dataset, None, shuffle=True)
+    prep_s = time.perf_counter() - t0
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, dataset).to(config["device"])
+    trainer = _trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+    train_hist = split["train"]
+    test_hist = [[*t, v] if v >= 0 else t for t, v in zip(train_hist, split["valid"], strict=True)]
+    client = ScoreClient(args.project_python, args.data, args.format)
+    trainer.peer = {
+        "dataset": dataset,
+        "valid_hist": train_hist,
+        "n_items": n_items,
+        "dir": out_dir,
+        "client": client,
+        "valid_s": [],
+    }
+    curve: list[float] = []
+    epoch_times: list[float] = []
+    epoch_cpu: list[float] = []
+    last = [time.perf_counter(), time.process_time()]
 
     def on_epoch(epoch_idx: int, valid_score: float) -> None:
-        # Called by RecBole after the epoch's validation and after saving a new best checkpoint.
-        now = time.perf_counter()
-        epoch_s, epoch_start[0] = now - epoch_start[0], now
-        curve.append((epoch_idx, round(float(valid_score), 4)))
+        now, cpu = time.perf_counter(), time.process_time()
+        epoch_times.append(round(now - last[0], 1))
+        epoch_cpu.append(round(cpu - last[1], 1))
+        last[:] = [now, cpu]
+        curve.append(round(float(valid_score), 5))
+        progress = {"valid_curve": curve, "seconds_per_epoch_wall": epoch_times}
+        (out_dir / "progress.json").write_text(json.dumps(progress) + "\n")
         print(
-            f"[{name}] epoch {epoch_idx} valid NDCG@10 {valid_score:.4f} "
-            f"(epoch {epoch_s:.0f}s, total {now - start:.0f}s)",
+            f"[{name} p{point}] epoch {epoch_idx} valid NDCG@10 {valid_score:.4f} "
+            f"({epoch_times[-1]:.0f} s wall, {epoch_cpu[-1]:.0f} s cpu)",
             flush=True,
         )
-        if time_budget_s and now - start + epoch_s > time_budget_s:
-            stopped_by_budget[0] = True
-            raise _BudgetExhausted
+        if args.time_budget_s and now - t1 + epoch_times[-1] > args.time_budget_s:
+            raise _BudgetSpent  # the next epoch would overrun: stop, test the best checkpoint
 
+    if args.bench_steps:
+        return _bench_steps(trainer, train_data, args.bench_steps, name, prep_s)
+    t1 = time.perf_counter()
+    last[:] = [t1, time.process_time()]
     try:
-        trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=on_epoch)
-    except _BudgetExhausted:
-        print(f"[{name}] time budget {time_budget_s:.0f}s reached, stopping", flush=True)
-    best_valid = trainer.best_valid_result
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    wall = time.perf_counter() - start
-    best_epoch = max(curve, key=lambda c: c[1])[0] if curve else -1
-    extra = (
-        {"exact_counts": _pop_exact_counts(trainer, train_data, valid_data, test_data)}
-        if name == "Pop"
-        else {}
-    )
-    return {
-        **extra,
-        "test": _rename(test_result),
-        "valid": _rename(best_valid),
+        trainer.fit(train_data, True, saved=True, show_progress=False, callback_fn=on_epoch)
+        stopped_by = "early stopping" if len(curve) < args.epochs else "epoch cap"
+    except _BudgetSpent:
+        stopped_by = "time budget"
+    train_s = time.perf_counter() - t1
+    ckpt = torch.load(trainer.saved_model_file, map_location="cpu")
+    model.load_state_dict(ckpt["state_dict"])
+    result = {}
+    for stage, hist in (("valid", train_hist), ("test", test_hist)):
+        np.save(out_dir / "scores.npy", full_scores(model, dataset, hist, n_items))
+        reply = client.rank(out_dir / "scores.npy", stage, out_dir / f"{stage}.ranks.npy")
+        result[stage] = reply["metrics"]
+    client.close()
+    (out_dir / "scores.npy").unlink()
+    os.remove(trainer.saved_model_file)  # ~1 MB each; the ranks are what the report needs
+    best = int(np.argmax(curve))
+    doc = {
+        "model": name,
+        "point": point,
+        "hparams": hparams,
+        "train_batch_size": args.train_batch_size,
+        "valid_ndcg10": result["valid"]["NDCG@10"],
+        "valid": result["valid"],
+        "valid_curve": curve,
+        "best_epoch": best + 1,
         "epochs_run": len(curve),
-        "stopped_by": "time budget"
-        if stopped_by_budget[0]
-        else ("early stopping" if len(curve) < epochs else "epoch cap"),
-        "best_epoch": best_epoch,
-        "valid_curve": [score for _, score in curve],
-        "wall_s": round(wall, 1),
-        # RecBole's remapped id counts (index 0 is padding); they must equal the input's.
-        "dataset_stats": {"users": dataset.user_num - 1, "items": dataset.item_num - 1},
-        "device": str(config["device"]),
+        "epochs_cap": args.epochs,
+        "stopping_step": args.stopping_step,
+        "stopped_by": stopped_by,
+        "time_budget_s": args.time_budget_s,
+        "seconds_per_epoch_wall": epoch_times,
+        "seconds_per_epoch_cpu": epoch_cpu,
+        "seconds_validation": trainer.peer["valid_s"],
+        "prep_s": round(prep_s, 1),
+        "train_s": round(train_s, 1),
+        "train_samples": len(dataset),
+        "torch_threads": torch.get_num_threads(),
     }
+    (out_dir / "run.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
 
 
-def _path_digest(path: Path) -> str:
-    # str hash() is salted per process; the lock name must agree across processes.
-    return hashlib.sha1(str(path).encode()).hexdigest()[:12]
+def _bench_steps(trainer: Any, train_data: Any, steps: int, name: str, prep_s: float) -> Any:
+    """Times ``steps`` training batches (RecBole's own step: loader, loss, backward, Adam)."""
+    import torch
+
+    trainer.model.train()
+    it = iter(train_data)
+    wall, cpu = [], []
+    for _ in range(steps + 1):  # the first step warms up and is not counted
+        w, c = time.perf_counter(), time.process_time()
+        batch = next(it).to(trainer.device)
+        trainer.optimizer.zero_grad()
+        with torch.autocast(device_type="cpu", enabled=trainer.enable_amp):
+            loss = trainer.model.calculate_loss(batch)
+        loss.backward()
+        trainer.optimizer.step()
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    per_epoch = len(train_data) * sum(cpu[1:]) / steps
+    doc = {
+        "model": name,
+        "steps": steps,
+        "batches_per_epoch": len(train_data),
+        "cpu_s_per_step": round(sum(cpu[1:]) / steps, 3),
+        "wall_s_per_step": round(sum(wall[1:]) / steps, 3),
+        "cpu_s_per_epoch_est": round(per_epoch, 1),
+        "prep_s": round(prep_s, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+    print(json.dumps(doc), flush=True)
+    return doc
 
 
-def _merge_write(out_path: Path, entry: dict[str, Any]) -> None:
-    """Merge one model's entry into ``out_path`` under a file lock, then replace it atomically.
-
-    Several driver processes (e.g. SASRec and GRU4Rec run side by side) may share one results.json;
-    each section is a dict keyed by method, so entries from other models and earlier runs are kept.
-    """
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    # The lock lives in the temp dir so no stray file is left beside results.json.
-    lock_path = Path(tempfile.gettempdir()) / f"recbole-peers-{_path_digest(out_path)}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        out: dict[str, Any] = {"dataset": DATASET, "protocol": PROTOCOL, "methods": {}}
-        if out_path.is_file():
-            out.update(json.loads(out_path.read_text()))
-        out["dataset"], out["protocol"] = DATASET, PROTOCOL
-        for section, values in entry.items():
-            if section == "config":
-                out["config"] = {**out.get("config", {}), **values}
-            else:
-                out.setdefault(section, {}).update(values)
-        tmp = out_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        tmp.replace(out_path)
+def summarize(workdir: Path, name: str) -> dict[str, Any]:
+    """Picks ``name``'s grid point by validation NDCG@10 (our evaluator); writes <name>.json."""
+    runs = sorted((workdir / "runs" / name).glob("p*/run.json"))
+    if not runs:
+        raise SystemExit(f"no finished grid point of {name} under {workdir}/runs")
+    points = [json.loads(p.read_text()) for p in runs]
+    best = max(points, key=lambda d: d["valid_ndcg10"])
+    keys = ("point", "hparams", "valid_ndcg10", "best_epoch", "epochs_run", "stopped_by")
+    doc = {
+        "model": name,
+        "grid": [{k: d[k] for k in keys} for d in points],
+        "grid_points_defined": len(GRID[name]),
+        "chosen": {**best, "dir": f"{name}/p{best['point']}"},
+        "selection": "highest validation NDCG@10 (our evaluator) over the grid",
+    }
+    (workdir / "runs" / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--data", type=Path, default=DEFAULT_DATA, help="MovieLens-100K folder (with u.data)"
-    )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results.json to write")
-    p.add_argument(
-        "--models", default=",".join(DEFAULT_MODELS), help="comma-separated RecBole model names"
-    )
-    p.add_argument(
-        "--epochs", type=int, default=50, help="max epochs for trained models (cap for 2 CPU cores)"
-    )
-    p.add_argument(
-        "--stopping-step",
-        type=int,
-        default=10,
-        help="early-stop patience in epochs (valid NDCG@10)",
-    )
+    p.add_argument("--workdir", type=Path, required=True, help="where our_eval.py export wrote")
+    p.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared/data/ml-100k")
+    p.add_argument("--format", default="movielens-100k")
+    p.add_argument("--model", required=True, choices=sorted(GRID))
+    p.add_argument("--point", type=int, nargs="*", default=None, help="grid points (default all)")
+    p.add_argument("--summarize", action="store_true", help="only pick the best finished point")
+    p.add_argument("--epochs", type=int, default=300, help="epoch cap (early stopping ends runs)")
+    p.add_argument("--stopping-step", type=int, default=10, help="patience, epochs")
     p.add_argument(
         "--time-budget-s",
         type=float,
-        default=1500.0,
-        help="per-model wall-time budget; training stops after the epoch that would let the next "
-        "one overrun it (0 = none). The best-validation checkpoint is then evaluated on test.",
+        default=0.0,
+        help="training wall-time cap per grid point (0: none; early stopping decides)",
     )
-    p.add_argument("--train-batch-size", type=int, default=2048)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--cpu", action="store_true", help="stay on CPU even when CUDA is available")
+    p.add_argument("--train-batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--amp", action="store_true", help="RecBole's enable_amp (bf16 on CPU)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--bench-steps", type=int, default=0, help="only time N training steps")
+    p.add_argument("--no-fast-gelu", action="store_true", help="keep RecBole's 5-op erf GELU")
     p.add_argument(
-        "--workdir",
-        type=Path,
-        default=None,
-        help="scratch dir for atomic files, logs, checkpoints (default: a fresh dir under /tmp)",
+        "--project-python",
+        default=os.environ.get("PROMPTREC_PYTHON", str(REPO_ROOT / ".venv/bin/python")),
+        help="python of the project venv (runs our_eval.py serve)",
     )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the exit code."""
     args = _parse(argv)
-    _stub_ray()
-    import torch
+    args.workdir = args.workdir.resolve()
+    if not args.summarize:
+        _stub_ray()
+        import torch
 
-    torch.set_num_threads(args.threads)
-    use_gpu = torch.cuda.is_available() and not args.cpu
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="recbole-peers-"))).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    atomic_root = workdir / "atomic"
-    data_dir = args.data.resolve()
-    counts = convert_ml100k(data_dir, atomic_root)
-    print(f"converted {data_dir}/u.data -> {atomic_root}/{DATASET}: {counts}", flush=True)
-    # RecBole writes ./log, ./log_tensorboard relative to the working directory: not into the repo.
-    out_path = args.out.resolve()
-    os.chdir(workdir)
-    base = build_config(args, atomic_root, workdir, use_gpu)
-
-    import recbole
-
-    shared = {k: v for k, v in base.items() if k not in {"data_path", "checkpoint_dir", "epochs"}}
-    config_info = {
-        **shared,
-        "epochs_cap": args.epochs,
-        "time_budget_s_per_model": args.time_budget_s,
-        "pop_epochs": 1,  # RecBole's TraditionalTrainer forces 1 epoch for Pop
-        "pop_train_neg_sample_args": RECBOLE_DEFAULT_NEG_SAMPLING,
-        "threads_per_process": args.threads,
-        "recbole": recbole.__version__,
-        "torch": torch.__version__,
-        "device": "cuda" if use_gpu else "cpu",
-        "model_hparams": "RecBole 1.2.1 defaults (properties/model/<Model>.yaml)",
-        "input": counts,
-    }
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        epochs = 1 if name == "Pop" else args.epochs
-        print(f"=== {name} (max {epochs} epochs, device {config_info['device']}) ===", flush=True)
-        extra: dict[str, Any] = {}
-        if name == "Pop":
-            no_neg = run_model(name, base, epochs)
-            pop_sampling = {"train_neg_sample_args": RECBOLE_DEFAULT_NEG_SAMPLING}
-            res = run_model(name, base, epochs, pop_sampling)
-            extra["pop_variants"] = {
-                "recbole-pop-no-neg-sampling": {
-                    **no_neg["test"],
-                    "valid": no_neg["valid"],
-                    "note": "train_neg_sample_args None (as the CE models); same RecBole Pop",
-                },
-                "pop-exact-counts": {
-                    **res["exact_counts"]["test"],
-                    "valid": res["exact_counts"]["valid"],
-                    "note": "RecBole split and evaluator, item_cnt set to exact train-split counts",
-                },
-            }
-        else:
-            res = run_model(name, base, epochs, time_budget_s=args.time_budget_s)
-        key = f"recbole-{name.lower()}"
-        entry = {
-            "methods": {key: res["test"]},
-            "valid": {key: res["valid"]},
-            "epochs_run": {key: res["epochs_run"]},
-            "stopped_by": {key: res["stopped_by"]},
-            "best_epoch": {key: res["best_epoch"]},
-            "wall_s": {key: res["wall_s"]},
-            "valid_curve": {key: res["valid_curve"]},
-            "config": {**config_info, "dataset_stats": res["dataset_stats"]},
-            **extra,
-        }
-        _merge_write(out_path, entry)
-        print(
-            f"[{name}] test {res['test']} epochs {res['epochs_run']} ({res['stopped_by']}) "
-            f"wall {res['wall_s']}s",
-            flush=True,
-        )
-        if name == "Pop":
-            got = res["test"]
-            off = {k: (got[k], v) for k, v in POP_REFERENCE.items() if abs(got[k] - v) > 0.002}
-            verdict = "OK" if not off else f"differs (got, issue 6) {off}; see README"
-            print(f"Pop sanity check vs issue 6: {verdict}", flush=True)
-    print(f"wrote {out_path}", flush=True)
+        torch.set_num_threads(args.threads)
+        if not args.no_fast_gelu:
+            _fast_gelu()
+        os.chdir(args.workdir)  # RecBole writes ./log and ./log_tensorboard: not into the repo
+        for point in args.point if args.point is not None else range(len(GRID[args.model])):
+            doc = train_point(args, args.model, point)
+            if args.bench_steps:
+                return 0
+            print(
+                f"[{args.model} p{point}] {doc['stopped_by']} after {doc['epochs_run']} epochs, "
+                f"best {doc['best_epoch']}, valid NDCG@10 {doc['valid_ndcg10']:.4f}",
+                flush=True,
+            )
+    doc = summarize(args.workdir, args.model)
+    print(f"[{args.model}] chosen point {doc['chosen']['point']}: {doc['chosen']['hparams']}")
     return 0
 
 

@@ -24,6 +24,7 @@ from promptrec.evaluation.datasets import Dataset
 __all__ = [
     "DEFAULT_KS",
     "PROTOCOL",
+    "MatrixScorer",
     "Scorer",
     "Split",
     "evaluate",
@@ -47,6 +48,34 @@ class Scorer(Protocol):
     def score(self, users: Sequence[int], histories: Sequence[Sequence[int]]) -> np.ndarray:
         """``(b, n_items)`` scores, higher is better; ``histories[i]`` oldest first."""
         ...
+
+
+class MatrixScorer:
+    """Scores computed elsewhere (e.g. by a peer library), one row per user of a split.
+
+    Lets an external model's full-sort score matrix go through the same ranking code as every
+    other method (:func:`stage_ranks`: same history exclusions, same tie rule, same metrics).
+    """
+
+    def __init__(self, scores: np.ndarray, n_users: int, n_items: int) -> None:
+        """Wraps ``scores``: ``(n_users, n_items)``, row = user row, column = catalog row.
+
+        Raises:
+            ValueError: Not a 2-d float matrix of that shape, or a NaN in it (a diverged model
+                must fail loudly rather than rank by the tie rule).
+        """
+        arr = np.asarray(scores)
+        if arr.shape != (n_users, n_items):
+            raise ValueError(f"score matrix is {arr.shape}, want {(n_users, n_items)}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"score matrix must be floating point, got {arr.dtype}")
+        if np.isnan(arr).any():
+            raise ValueError(f"score matrix holds {int(np.isnan(arr).sum())} NaN values")
+        self.scores = arr
+
+    def score(self, users: Sequence[int], histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """``(b, n_items)``: the stored rows of ``users`` (``histories`` are not needed)."""
+        return self.scores[np.asarray(users, dtype=np.int64)]
 
 
 @dataclass

@@ -10,7 +10,14 @@ import pytest
 
 from promptrec.evaluation.baselines import ItemKNNScorer, PopScorer, TextZeroShotScorer
 from promptrec.evaluation.datasets import Dataset, Interaction, ItemRecord
-from promptrec.evaluation.protocol import Split, evaluate, metrics_from_ranks, target_ranks
+from promptrec.evaluation.protocol import (
+    MatrixScorer,
+    Split,
+    evaluate,
+    metrics_from_ranks,
+    stage_ranks,
+    target_ranks,
+)
 
 
 def make_dataset(sequences: dict[str, list[str]], n_items: int) -> Dataset:
@@ -109,3 +116,27 @@ def test_itemknn_wins_on_a_co_occurrence_set() -> None:
     pop = evaluate(PopScorer(split), split, "test")
     assert knn["HR@5"] == 1.0  # the two unseen cluster items always rank first
     assert knn["NDCG@10"] > pop["NDCG@10"] + 0.3
+
+
+def test_matrix_scorer_ranks_an_external_matrix_like_any_scorer() -> None:
+    ds = make_dataset({"a": ["i0", "i1", "i2", "i3"], "b": ["i4", "i0", "i1"]}, 5)
+    split = Split.from_dataset(ds)
+    # a: history (test) [0, 1, 2], target 3; b: history [4, 0], target 1.
+    scores = np.array([[9.0, 9.0, 9.0, 1.0, 2.0], [5.0, 3.0, 3.0, 0.0, 7.0]], dtype=np.float32)
+    ranks = stage_ranks(MatrixScorer(scores, 2, 5), split, "test")
+    # a: only item 4 (2.0) is above the target once the history is excluded; b: item 2 ties
+    # with the target but comes later in the catalog, so the target is first.
+    assert ranks.tolist() == [1, 0]
+    assert evaluate(MatrixScorer(scores, 2, 5), split, "test", ks=(1,))["HR@1"] == 0.5
+
+
+def test_matrix_scorer_rejects_bad_matrices() -> None:
+    good = np.zeros((2, 5), dtype=np.float32)
+    with pytest.raises(ValueError, match="want"):
+        MatrixScorer(good[:, :4], 2, 5)
+    with pytest.raises(ValueError, match="floating"):
+        MatrixScorer(good.astype(np.int64), 2, 5)
+    bad = good.copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="1 NaN"):
+        MatrixScorer(bad, 2, 5)
