@@ -115,6 +115,12 @@ class StreamSettings(ServingSettings):
         "racing it against a flow-suspend wait (two tasks per message), and Faust's sensor hooks "
         "(app.monitor counters, unused) are no-ops; false: stock Faust.",
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="Move the worker's long-lived objects (model, libraries, replayed catalog) "
+        "out of the garbage collector's reach (gc.freeze) after start-up and after the replays, "
+        "so full collections walk only what the event path allocates.",
+    )
     compute_threads: int = Field(
         default=1,
         ge=1,
