@@ -204,9 +204,10 @@ def run(args: argparse.Namespace) -> None:
     from promptrec.streams.publisher import RecommendationPublisher
     from promptrec.streams.settings import StreamSettings
 
+    # Stock Faust as the baseline: the knobs below switch the worker's fast path on piecewise.
     settings = StreamSettings(
         broker=args.broker, topic_prefix=args.topic_prefix, app_id=args.app_id,
-        state_dir=Path(args.state_dir),
+        state_dir=Path(args.state_dir), faust_fast_path=False,
     )  # fmt: skip
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = make_app(settings)

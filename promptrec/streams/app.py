@@ -7,7 +7,9 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from promptrec.streams import recovery
 from promptrec.streams.clients import faust_app_options
+from promptrec.streams.faust_fast import install_fast_handoff, sensors_off
 from promptrec.streams.settings import StreamSettings
 
 __all__ = ["make_app", "set_fetch_max_wait"]
@@ -36,9 +38,17 @@ def set_fetch_max_wait(ms: int) -> None:
 
 
 def make_app(settings: StreamSettings) -> faust.App:
-    """A Faust app configured from the settings (agents are added by the pipeline)."""
+    """A Faust app configured from the settings (agents are added by the pipeline).
+
+    With ``PROMPTREC_FAUST_FAST_PATH`` (the default) the fetch loop hands messages over without
+    two tasks per message and the app's sensor hooks are no-ops
+    (:mod:`promptrec.streams.faust_fast`).
+    """
     set_fetch_max_wait(settings.fetch_max_wait_ms)
-    return faust.App(
+    install_fast_handoff(settings.faust_fast_path)
+    # Changelogs may then be written in batches (PROMPTREC_PRODUCER_BATCH_BYTES).
+    recovery.install(settings)
+    app = faust.App(
         settings.effective_app_id,
         # Broker, credentials, group timeouts, producer: the one client factory decides them.
         **faust_app_options(settings),
@@ -54,3 +64,7 @@ def make_app(settings: StreamSettings) -> faust.App:
         datadir=str(settings.state_dir / "faust"),
         logging_config=None,
     )
+    if settings.faust_fast_path:
+        # Before any stream or the consumer exists: they bind the hooks when they are created.
+        sensors_off(app)
+    return app

@@ -3,7 +3,9 @@
 They deliberately have no consumer group: the catalog must not be partition-split between
 workers, since each worker answers for its users against the whole catalog, and every worker must
 see every other worker's head updates. Each follower replays its topics from the beginning, says
-once when it has caught up with the end offsets it saw at start, then follows new records.
+once when it has caught up with the end offsets it saw at start, then follows new records. Those
+ends are Fetch high watermarks: the embedded broker's ListOffsets answer stops short of a
+partition's last multi-record batch (BROKER_NOTES (e)), which would end the replay early.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from kafka import TopicPartition as KafkaTP
 
 from promptrec.streams.clients import make_aio_consumer
+from promptrec.streams.offsets import high_watermarks
 from promptrec.streams.retry import Backoff, retry
 from promptrec.streams.settings import StreamSettings
 
@@ -66,7 +70,11 @@ class TopicFollower:
         try:
             tps = await self._assign(consumer)
             await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
+            listed = await consumer.end_offsets(tps)
+            marks = await asyncio.to_thread(
+                high_watermarks, self.settings, [KafkaTP(tp.topic, tp.partition) for tp in tps]
+            )
+            end = {tp: max(listed[tp], marks[KafkaTP(tp.topic, tp.partition)]) for tp in tps}
             pending = {tp for tp in tps if end[tp] > 0}
             log.info("%s replay: up to %d records", self.name, sum(end.values()))
             await self.replay_starting(sum(end.values()))

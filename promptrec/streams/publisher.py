@@ -1,8 +1,7 @@
 """Publishing recommendations: JSON built once per batch, sent by a batching producer.
 
-The worker's Faust producer must send one record per batch on the embedded broker (its end
-offsets count batches, which would break changelog recovery), but the recommendations topic has
-no such constraint, so it gets its own aiokafka producer with real batches. A batch of
+The recommendations topic gets its own aiokafka producer (not Faust's): one ``send`` per record
+and one wait for the whole batch, without Faust's per-record futures and buffer. A batch of
 recommendations is awaited until the broker has acknowledged it, before the agent acknowledges
 the input events; Faust commits offsets only after that, which keeps delivery at least once.
 """
@@ -10,11 +9,15 @@ the input events; Faust commits offsets only after that, which keeps delivery at
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
 import logging
-from collections.abc import Sequence
+import math
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
+import numpy as np
 from aiokafka import AIOKafkaProducer
 from kafka.errors import KafkaError
 
@@ -23,11 +26,35 @@ from promptrec.streams.clients import make_aio_producer
 from promptrec.streams.retry import Backoff, retry
 from promptrec.streams.settings import StreamSettings
 
-__all__ = ["RecommendationPublisher", "recommendation_json"]
+__all__ = ["RecommendationPublisher", "recommendation_ids", "recommendation_json"]
 
 log = logging.getLogger(__name__)
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+def _numpy_scalar(obj: Any) -> Any:
+    # msgspec encodes only Python's own numbers; a numpy scalar score becomes one.
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot encode objects of type {type(obj).__name__}")
+
+
+# Compact UTF-8 JSON like the stdlib encoder this replaced (separators ",", ":",
+# ensure_ascii=False), about 7x faster per record (bench/codecs.py). Unlike stdlib's
+# allow_nan=False, msgspec writes NaN/inf as null: recommendation_json checks the scores first.
+_encode = msgspec.json.Encoder(enc_hook=_numpy_scalar).encode
+
+
+def recommendation_ids() -> Callable[[], str]:
+    """A generator of recommendation ids, unique across workers and restarts.
+
+    ``<16 random hex chars>-<counter>``: the prefix is drawn once per call (one per worker
+    process), the suffix counts up; ~0.15 us per id against ~7.8 us for ``uuid4().hex`` (an
+    ``os.urandom`` system call each). Nothing parses recommendation ids: feedback refers back to
+    them verbatim (``FeedbackEvent.recommendation_id``, any id of at most ``MAX_ID_CHARS``).
+    """
+    prefix = os.urandom(8).hex()
+    counter = itertools.count()
+    return lambda: f"{prefix}-{next(counter):x}"
 
 
 def recommendation_json(
@@ -52,7 +79,14 @@ def recommendation_json(
     The optional parts (``item_id`` of a similar-items answer, explanations, the experiment arm)
     are left out of the JSON when unset, so a plain answer keeps its bytes; the key order is the
     pydantic model's.
+
+    Raises:
+        ValueError: A score is NaN or infinite (JSON has no such numbers; as the stdlib encoder's
+            ``allow_nan=False`` did before).
     """
+    for _, score in items:
+        if not math.isfinite(score):
+            raise ValueError(f"Out of range float values are not JSON compliant: {score!r}")
     record: dict[str, Any] = {"recommendation_id": recommendation_id}
     if user_id:
         record["user_id"] = user_id
@@ -68,7 +102,7 @@ def recommendation_json(
     if experiment is not None:
         record["experiment"] = experiment
         record["arm"] = arm
-    return _dumps(record).encode("utf-8")
+    return _encode(record)
 
 
 class RecommendationPublisher:

@@ -109,6 +109,18 @@ class StreamSettings(ServingSettings):
         le=60000,
         description="Longest a consumer fetch waits on the broker (bounds idle latency).",
     )
+    faust_fast_path: bool = Field(
+        default=True,
+        description="Faust's fetch loop awaits each message's hand-off directly instead of "
+        "racing it against a flow-suspend wait (two tasks per message), and Faust's sensor hooks "
+        "(app.monitor counters, unused) are no-ops; false: stock Faust.",
+    )
+    gc_freeze: bool = Field(
+        default=True,
+        description="Move the worker's long-lived objects (model, libraries, replayed catalog) "
+        "out of the garbage collector's reach (gc.freeze) after start-up and after the replays, "
+        "so full collections walk only what the event path allocates.",
+    )
     compute_threads: int = Field(
         default=1,
         ge=1,
@@ -119,16 +131,17 @@ class StreamSettings(ServingSettings):
     recommendations_batch_bytes: int = Field(
         default=262144,
         ge=1,
-        description="Batch size of the recommendations producer (its own producer: batching it "
-        "is safe on the embedded broker, unlike the changelog's).",
+        description="Batch size of the recommendations producer (its own aiokafka producer, "
+        "awaited once per micro-batch).",
     )
     producer_batch_bytes: int = Field(
-        default=1,
+        default=16384,
         ge=1,
         description=(
-            "Worker producer batch size; 1 = one record per batch, needed on the embedded Tansu "
-            "broker (its end offsets count batches, which breaks changelog recovery). "
-            "Use 16384 or more on Apache Kafka/Redpanda/MSK."
+            "Batch size of the worker's Faust producer (history changelog, dead letters, model "
+            "updates). Batching is safe on the embedded broker too: table recovery and the "
+            "replays read to the Fetch high watermark, not to its ListOffsets end (which counts "
+            "batches). 1 = one record per request, the old workaround."
         ),
     )
     log_level: Literal["debug", "info", "warn", "error"] = Field(

@@ -15,6 +15,7 @@ from promptrec.serving.experiments import ExperimentError, Experiments
 from promptrec.streams.agents import Pipeline
 from promptrec.streams.app import make_app
 from promptrec.streams.exceptions import ConfigError
+from promptrec.streams.heap import freeze_long_lived
 from promptrec.streams.instrument import instrument
 from promptrec.streams.settings import StreamSettings
 from promptrec.streams.topics import ensure_topics
@@ -82,6 +83,8 @@ def run_worker(stream: StreamSettings, encoder: EncoderSettings, index: IndexSet
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     worker, pipeline = build_worker(stream, encoder, index)
+    if stream.gc_freeze:
+        freeze_long_lived("after start-up")
     code = 0
     try:
         worker.execute_from_commandline()

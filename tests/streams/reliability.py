@@ -15,6 +15,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from promptrec.broker.embedded import free_port
+from promptrec.streams.offsets import high_watermarks
 from promptrec.streams.settings import StreamSettings
 from tests.pipeline_fixtures import TOPICS, Producer, WorkerProcess, now_ms, settings_for
 
@@ -116,7 +117,10 @@ def feedback_for(events: list[dict[str, Any]], every: int, seed: int = 2) -> lis
 def read_all(
     settings: StreamSettings, topic: str, timeout: float = 30.0
 ) -> Iterator[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) of a topic, from the beginning to the end offsets seen at the start.
+    """Every (key, value) of a topic, from the beginning to the high watermarks seen at the start.
+
+    The ends are Fetch high watermarks: the worker's changelog comes in multi-record batches,
+    where the embedded broker's ``end_offsets`` stop short.
 
     Fails when ``timeout`` seconds pass without a record: a changelog of 20,000 one-record
     batches takes longer than that to read on a loaded machine, so only a stuck read counts.
@@ -129,7 +133,7 @@ def read_all(
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
+        end = high_watermarks(settings, tps)
         deadline = time.monotonic() + timeout
         while any(consumer.position(tp) < end[tp] for tp in tps):
             assert time.monotonic() < deadline, f"reading {topic} stopped before its end"

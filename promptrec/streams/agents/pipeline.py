@@ -26,6 +26,7 @@ from promptrec.streams.agents.feedback_agent import FeedbackAgent
 from promptrec.streams.agents.model_updates import ModelUpdates, sync_key
 from promptrec.streams.agents.recommend_agent import RecommendAgent
 from promptrec.streams.agents.stages import DeadLetters, StageFailed, StageRunner
+from promptrec.streams.heap import freeze_long_lived
 from promptrec.streams.publisher import RecommendationPublisher
 from promptrec.streams.settings import StreamSettings
 from promptrec.streams.topics import TopicNames
@@ -97,6 +98,8 @@ class Pipeline:
         self.sync = self.syncs[experiments.arms[0].name]
         metrics.init_arms(self.arms.names)
         self.publisher = RecommendationPublisher(settings, names.recommendations)
+        # PROMPTREC_GC_FREEZE: the heap is frozen once more after the replays (gauges timer).
+        self._frozen_after_replay = not settings.gc_freeze
         self.agents: list[Agent] = [
             CatalogAgent(self.ctx, self.arms),
             RecommendAgent(self.ctx, self.arms, self.publisher),
@@ -144,6 +147,9 @@ class Pipeline:
         m.model_version.set(ctx.engine.head.version)
         m.popularity_clicks.set(ctx.engine.popularity.clicks)
         m.refresh_process()
+        if not self._frozen_after_replay and ctx.readiness.replayed:
+            self._frozen_after_replay = True
+            freeze_long_lived("after the catalog and model replays")
 
     async def _on_shutdown(self, app: Any, *args: Any, **kwargs: Any) -> None:
         await self.publisher.stop()

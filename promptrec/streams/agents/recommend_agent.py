@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 
@@ -17,7 +16,11 @@ from promptrec.serving.recommender import Query, RecommendBatch
 from promptrec.streams.agents.base import Agent, inbound_of, set_threads, write_histories
 from promptrec.streams.agents.context import AgentContext
 from promptrec.streams.agents.stages import StageFailed
-from promptrec.streams.publisher import RecommendationPublisher, recommendation_json
+from promptrec.streams.publisher import (
+    RecommendationPublisher,
+    recommendation_ids,
+    recommendation_json,
+)
 
 __all__ = ["RecommendAgent"]
 
@@ -40,6 +43,7 @@ class RecommendAgent(Agent):
             ctx.settings, ctx.limits, ctx.engine.index, ctx.engine.index_settings.filter_key_set
         )
         self.topic = self.raw_topic(ctx.names.interactions, ctx.names.requests)
+        self.new_id = recommendation_ids()
 
     def register(self) -> None:
         """The agent on the interactions and requests topics."""
@@ -129,7 +133,7 @@ class RecommendAgent(Agent):
                 if j in batch.rejected:
                     continue
                 ask = plan.asks[i]
-                rec_id = uuid.uuid4().hex
+                rec_id = self.new_id()
                 records.append(
                     (_key(ask.query), self._record(rec_id, ask, batch.items[j], version,
                                                    generated, explanations[j], experiment, arm))
