@@ -72,7 +72,7 @@ def test_batched_changelog_recovers_exact_histories_after_kill_9(
     own_broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     settings = settings_for(own_broker.url, tmp_path / "state")
-    assert settings.producer_batch_bytes > 1  # the default batches
+    batched = {"PROMPTREC_PRODUCER_BATCH_BYTES": "16384"}  # opt-in batching
     producer = Producer(settings)
     publish_catalog(producer, 60)
     recs = Recorder(settings, f"{settings.topic_prefix}recommendations")
@@ -84,7 +84,7 @@ def test_batched_changelog_recovers_exact_histories_after_kill_9(
         {**e, "user_id": f"u{i % users}", "event_id": f"late-{i}"}
         for i, e in enumerate(interactions(2 * users, users, 60, seed=12))
     ]
-    first = start_worker(settings, tmp_path / "worker-1.log")
+    first = start_worker(settings, tmp_path / "worker-1.log", **batched)
     try:
         first.wait_ready()
         for event in before:
@@ -110,7 +110,7 @@ def test_batched_changelog_recovers_exact_histories_after_kill_9(
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait()
 
-        second = start_worker(settings, tmp_path / "worker-2.log")
+        second = start_worker(settings, tmp_path / "worker-2.log", **batched)
         try:
             for event in after:
                 producer.send("interactions", event["user_id"], event)

@@ -157,7 +157,14 @@ def test_watchdog_heals_a_worker_stuck_inside_a_batch(
             "promptrec_partition_stalls_total", topic="interactions", partition="0"
         )
         name = f":{healed.proc.pid}"  # type: ignore[union-attr]
+        # The watchdog logs "moves again" on its next sampling tick after the partition moved,
+        # which can come after the last answer: wait for the line (a bound on a hang, not a
+        # speed check).
+        log_deadline = time.monotonic() + 60
         log = (tmp_path / "w2.log").read_text(errors="replace")
+        while "moves again" not in log and time.monotonic() < log_deadline:
+            time.sleep(0.5)
+            log = (tmp_path / "w2.log").read_text(errors="replace")
     finally:
         healed.stop()
     recs.close()
