@@ -15,7 +15,8 @@ switches off or swaps one candidate cost:
   become no-ops.
 * ``--decode``: ``none``, ``pydantic`` (the worker's ``decode_interaction``), ``json`` (stdlib
   ``json.loads``), ``orjson``, ``msgspec`` (typed ``Struct`` decode).
-* ``--drain fast``: Faust's fetch loop without two tasks per message (:func:`_fast_drain`).
+* ``--drain fast``: Faust's fetch loop without two tasks per message (the worker's own
+  :func:`promptrec.streams.faust_fast.install_fast_handoff`).
 * ``--table N``: like the worker's history table, one changelogged write per distinct key per
   batch of a history value with N entries (the worker keeps up to ``history_len`` = 50), through
   a Faust table with the worker's serializer and producer settings (``producer_batch_bytes``).
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptrec.events.exceptions import InvalidEvent
+from promptrec.streams.faust_fast import install_fast_handoff, sensors_off
 
 if TYPE_CHECKING:
     from promptrec.events.schemas import Limits
@@ -133,48 +135,6 @@ def make_encoder(name: str) -> Callable[[str, str, int], bytes]:
     raise ValueError(f"unknown encoder {name!r}; one of {', '.join(ENCODERS)}")
 
 
-def _sensors_off(app: Any) -> None:
-    # Streams and the consumer bind these hooks when they are created, so patch them first.
-    def noop(*args: Any, **kwargs: Any) -> None:
-        return None
-
-    for hook in ("on_message_in", "on_stream_event_in", "on_stream_event_out", "on_message_out"):
-        setattr(app.sensors, hook, noop)
-
-
-def _fast_drain() -> None:
-    """Faust's fetch loop without two asyncio tasks per message (a candidate fix, measured).
-
-    ``Consumer._drain_messages`` hands each message over with
-    ``await self.wait_first(callback(message), self.suspend_flow.wait())``, which wraps both
-    coroutines in tasks and waits on them: per message, two ``create_task`` and an
-    ``asyncio.wait``. While the flow is not suspended this awaits the callback directly; the
-    difference is that a callback blocked on a full stream buffer is no longer abandoned when a
-    rebalance suspends the flow (it finishes once the agent drains, and the stream then skips
-    the event of the old generation, as it does today for events already queued).
-    """
-    import inspect
-
-    from faust.transport.consumer import Consumer
-
-    original = Consumer.wait_first
-
-    async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
-        suspend = self.suspend_flow
-        if (
-            len(coros) == 2
-            and not suspend.is_set()
-            and inspect.iscoroutine(coros[1])
-            and inspect.getcoroutinelocals(coros[1]).get("self") is suspend
-        ):
-            coros[1].close()  # never started: nothing to cancel
-            await coros[0]
-            return None
-        return await original(self, *coros, timeout=timeout)
-
-    Consumer.wait_first = wait_first  # type: ignore[method-assign]
-
-
 def _history_value(n: int) -> dict[str, Any]:
     """A history table value of ``n`` interactions, shaped like ``UserHistory.to_value``."""
     return {
@@ -212,9 +172,9 @@ def run(args: argparse.Namespace) -> None:
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = make_app(settings)
     if args.sensors == "off":
-        _sensors_off(app)
+        sensors_off(app)
     if args.drain == "fast":
-        _fast_drain()
+        install_fast_handoff(True)
     decode = make_decoder(args.decode, settings.limits(2000))
     encode = make_encoder(args.encode)
     new_id = (lambda: uuid.uuid4().hex) if args.uuid == "on" else (lambda: "r")

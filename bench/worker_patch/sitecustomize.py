@@ -6,8 +6,10 @@ Put this folder first on the worker's ``PYTHONPATH`` and switch fixes on by envi
         --worker-env PERF_FAST_DRAIN=1 --worker-env PERF_SENSORS_OFF=1
 
 Python imports ``sitecustomize`` at start-up, before promptrec; nothing happens without the
-variables. ``PERF_FAST_DRAIN``: :func:`bench.faust_floor._fast_drain`; ``PERF_SENSORS_OFF``: every
-Faust app gets :func:`bench.faust_floor._sensors_off` right after it is built.
+variables. ``PERF_FAST_DRAIN``: :func:`promptrec.streams.faust_fast.install_fast_handoff`;
+``PERF_SENSORS_OFF``: every Faust app gets :func:`promptrec.streams.faust_fast.sensors_off` right
+after it is built (both are the worker's default now, ``PROMPTREC_FAUST_FAST_PATH``; these switch
+them on where that setting is false).
 ``PERF_GC_TIMES=DIR``: every garbage collection is timed (wall seconds, per generation) and the
 totals are written to ``DIR/gc-<pid>.json`` every 5 s, with the process CPU time (copy the file
 when a run starts and when it ends).
@@ -21,9 +23,9 @@ from typing import Any
 __all__: list[str] = []
 
 if os.environ.get("PERF_FAST_DRAIN"):
-    from bench.faust_floor import _fast_drain
+    from promptrec.streams.faust_fast import install_fast_handoff
 
-    _fast_drain()
+    install_fast_handoff(True)
 
 if os.environ.get("PERF_SENSORS_OFF"):
     import faust.app.base as _base
@@ -32,9 +34,9 @@ if os.environ.get("PERF_SENSORS_OFF"):
 
     def _init(self: Any, *args: Any, **kwargs: Any) -> None:
         _original_init(self, *args, **kwargs)
-        from bench.faust_floor import _sensors_off
+        from promptrec.streams.faust_fast import sensors_off
 
-        _sensors_off(self)
+        sensors_off(self)
 
     _base.App.__init__ = _init  # type: ignore[method-assign]
 

@@ -122,6 +122,6 @@ def test_worker_patch_applies_only_when_asked(env: dict[str, str]) -> None:
     )  # fmt: skip
     drain, sensor = done.stdout.split()
     if env:
-        assert (drain, sensor) == ("_fast_drain.<locals>.wait_first", "_sensors_off.<locals>.noop")
+        assert (drain, sensor) == ("_fast_wait_first", "sensors_off.<locals>.noop")
     else:
         assert drain == "Service.wait_first" and "noop" not in sensor
