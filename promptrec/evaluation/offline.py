@@ -5,7 +5,9 @@ frozen encoder (cached on disk), then train and/or evaluate. ``eval offline`` re
 split: ``promptrec`` (trained here or read from ``--checkpoint``), ``promptrec-id-only`` (the same
 recipe without text), ``promptrec-text-zero-shot`` (frozen encoder, no training, history = mean
 of item vectors), ``promptrec-zero-shot-prompt`` (frozen encoder, no training, history = a user
-prompt naming the recent items' titles), ``pop`` and ``itemknn``; optionally the strict
+prompt naming the recent items' titles), ``promptrec-zero-shot-mixed`` (both summed, plus a
+release-year freshness prior), ``promptrec-text-pop-prior`` (NOT zero-shot: vector mean plus the
+training popularity), ``pop`` and ``itemknn``; optionally the strict
 cold-start protocol. With ``fusion`` (the default) the trained model's score is fused with the
 frozen text zero-shot score, the weight chosen on validation (:mod:`promptrec.evaluation.fusion`;
 the checkpoint records it and the worker serves the fused score); ``promptrec-unfused`` is then
@@ -42,7 +44,8 @@ from promptrec.evaluation.head_stage import run_head_stage
 from promptrec.evaluation.protocol import PROTOCOL, Split, metrics_from_ranks, stage_ranks
 from promptrec.evaluation.report import format_table, intervals, uncertainty_report
 from promptrec.evaluation.texts import item_texts, user_texts
-from promptrec.evaluation.zero_shot import select_history_prompt
+from promptrec.evaluation.zero_shot import HistoryPromptScorer, select_history_prompt
+from promptrec.evaluation.zero_shot_prior import mixed_ranks, pop_prior_ranks
 from promptrec.index import IndexSettings
 from promptrec.serving.settings import ServingSettings
 
@@ -223,10 +226,11 @@ def run_eval_offline(
 
     Besides the metrics, the document holds 95 % bootstrap intervals over users
     (``intervals``), paired tests of ``promptrec`` against every other method (``paired``),
-    for the methods trained here what training did (``training``), the validation grid of the
-    history-prompt zero-shot method (``zero_shot_prompt``) and, with ``cold_start`` (the time
-    cut quantile), the strict cold-start protocol (``cold_start``; it trains its own model on
-    the pre-cut data, even with ``checkpoint``).
+    for the methods trained here what training did (``training``), the validation grids of the
+    history-prompt zero-shot method (``zero_shot_prompt``), of the mixed zero-shot method
+    (``zero_shot_mixed``) and of the text + Pop prior (``text_pop_prior``) and, with
+    ``cold_start`` (the time cut quantile), the strict cold-start protocol (``cold_start``; it
+    trains its own model on the pre-cut data, even with ``checkpoint``).
     """
     split = prep.split
     # Built first: a data set without cold test events fails before any training.
@@ -274,12 +278,20 @@ def run_eval_offline(
         "promptrec-id-only",
         lambda: _train_ranks(prep, id_only, train, training, "promptrec-id-only", False),
     )
-    timed(
-        "promptrec-text-zero-shot",
-        lambda: stage_ranks(select_text_zero_shot(split, prep.text), split, "test"),
-    )
+    vector = select_text_zero_shot(split, prep.text)
+    timed("promptrec-text-zero-shot", lambda: stage_ranks(vector, split, "test"))
     zero_shot: dict[str, Any] = {}
-    timed("promptrec-zero-shot-prompt", lambda: _zero_shot_prompt_ranks(prep, zero_shot))
+    prompt = _zero_shot_prompt(prep, zero_shot)
+    timed(
+        "promptrec-zero-shot-prompt",
+        lambda: stage_ranks(prompt, split, "test", batch_size=4096),
+    )
+    priors: dict[str, Any] = {}  # validation grids of the two rows built on the text scorers
+    timed(
+        "promptrec-zero-shot-mixed",
+        lambda: mixed_ranks(prep.dataset, split, vector, prompt, priors),
+    )
+    timed("promptrec-text-pop-prior", lambda: pop_prior_ranks(split, vector, priors))
     timed("pop", lambda: stage_ranks(PopScorer(split), split, "test"))
     timed("itemknn", lambda: stage_ranks(select_itemknn(split), split, "test"))
     order = [
@@ -290,6 +302,8 @@ def run_eval_offline(
         "promptrec-id-only",
         "promptrec-text-zero-shot",
         "promptrec-zero-shot-prompt",
+        "promptrec-zero-shot-mixed",
+        "promptrec-text-pop-prior",
     ]
     document = {
         "dataset": prep.dataset.name,
@@ -297,6 +311,7 @@ def run_eval_offline(
         **uncertainty_report({name: ranks[name] for name in order}, "promptrec"),
         "training": training,
         "zero_shot_prompt": zero_shot,
+        **priors,
     }
     if fused:
         document["fusion"] = fused
@@ -316,8 +331,8 @@ def run_eval_offline(
     return document
 
 
-def _zero_shot_prompt_ranks(prep: Prepared, out: dict[str, Any]) -> np.ndarray:
-    """Test ranks of the history-prompt zero-shot method; its validation grid goes to ``out``."""
+def _zero_shot_prompt(prep: Prepared, out: dict[str, Any]) -> HistoryPromptScorer:
+    """The history-prompt zero-shot scorer chosen on validation; its grid goes to ``out``."""
     prompts = PromptTemplates.load(prep.settings.prompts_file)
     titles = [item.title for item in prep.dataset.items]
     profiles = [prep.dataset.users.get(user) for user in prep.split.user_ids]
@@ -332,7 +347,7 @@ def _zero_shot_prompt_ranks(prep: Prepared, out: dict[str, Any]) -> np.ndarray:
             "valid_ndcg10_grid": grid,
         }
     )
-    return stage_ranks(scorer, prep.split, "test", batch_size=4096)
+    return scorer
 
 
 def _train_ranks(

@@ -89,14 +89,17 @@ class HistoryPromptScorer:
             cache_dir,
         )
 
-    def score(self, users: Sequence[int], histories: Sequence[Sequence[int]]) -> np.ndarray:
-        """``(b, n_items)`` cosine similarities (zero rows for empty histories)."""
+    def user_vectors(self, users: Sequence[int], histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """``(b, dim)`` encoded user prompts (zero rows for empty histories)."""
         profiles = [self.profiles[int(u)] for u in users]
         texts = history_prompts(
             self.prompts, self.template, self.titles, histories, profiles, self.recent
         )
-        vecs = encode_cached(self.encoder, texts, self.cache_dir, progress=False)  # (b, dim)
-        return vecs @ self.items.T
+        return encode_cached(self.encoder, texts, self.cache_dir, progress=False)
+
+    def score(self, users: Sequence[int], histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """``(b, n_items)`` cosine similarities (zero rows for empty histories)."""
+        return self.user_vectors(users, histories) @ self.items.T
 
 
 def select_history_prompt(

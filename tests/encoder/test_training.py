@@ -177,8 +177,10 @@ def test_train_and_eval_offline_commands(
     results = json.loads(out.read_text())
     assert set(results) - {"fusion"} == {
         "dataset", "protocol", "methods", "intervals", "paired", "bootstrap", "training",
-        "zero_shot_prompt",
+        "zero_shot_prompt", "zero_shot_mixed", "text_pop_prior",
     }  # fmt: skip
+    assert len(results["zero_shot_mixed"]["valid_ndcg10_grid"]) == 3  # no release years: 3 x 1
+    assert results["text_pop_prior"]["zero_shot"] is False
     fused = "promptrec-unfused" in results["methods"]  # fusion chosen on validation (alpha > 0)
     assert fused == (results.get("fusion", {}).get("alpha", 0.0) > 0)
     assert "{history}" in results["zero_shot_prompt"]["template_text"]
@@ -193,6 +195,7 @@ def test_train_and_eval_offline_commands(
     assert list(results["methods"]) == [
         "promptrec", *(["promptrec-unfused"] if fused else []), "pop", "itemknn",
         "promptrec-id-only", "promptrec-text-zero-shot", "promptrec-zero-shot-prompt",
+        "promptrec-zero-shot-mixed", "promptrec-text-pop-prior",
     ]  # fmt: skip
     for metrics in results["methods"].values():
         assert set(metrics) == {
