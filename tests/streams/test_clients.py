@@ -11,9 +11,11 @@ from pathlib import Path
 import faust
 import pytest
 from faust.types.auth import AuthProtocol, SASLMechanism
+from pydantic import ValidationError
 
 from promptrec.broker.embedded import free_port
 from promptrec.streams.clients import (
+    faust_app_options,
     faust_credentials,
     kafka_client_config,
     make_admin,
@@ -152,6 +154,17 @@ def test_missing_cafile_is_a_config_error(tmp_path: Path) -> None:
 def test_empty_broker_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="names no server"):
         kafka_client_config(StreamSettings(broker="kafka://"))
+
+
+def test_faust_producer_batches_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMPTREC_PRODUCER_BATCH_BYTES", raising=False)
+    assert faust_app_options(StreamSettings())["producer_max_batch_size"] == 16384
+    monkeypatch.setenv("PROMPTREC_PRODUCER_BATCH_BYTES", "1")  # one record per request
+    assert faust_app_options(StreamSettings())["producer_max_batch_size"] == 1
+    for bad in ("0", "-5", "lots"):
+        monkeypatch.setenv("PROMPTREC_PRODUCER_BATCH_BYTES", bad)
+        with pytest.raises(ValidationError, match="producer_batch_bytes"):
+            StreamSettings()
 
 
 def test_unreachable_broker_is_a_broker_error() -> None:

@@ -12,7 +12,13 @@ from promptrec.events.schemas import FeedbackEvent
 from promptrec.serving.arms import Arms
 from promptrec.serving.batches import FeedbackPlanner
 from promptrec.serving.learner import LearnOutcome
-from promptrec.streams.agents.base import Agent, inbound_of, set_threads, write_histories
+from promptrec.streams.agents.base import (
+    AckWhenDone,
+    Agent,
+    inbound_of,
+    set_threads,
+    write_histories,
+)
 from promptrec.streams.agents.context import AgentContext
 from promptrec.streams.agents.stages import StageFailed
 
@@ -39,7 +45,8 @@ class FeedbackAgent(Agent):
         async for events in stream.take_events(  # type: ignore[attr-defined]
             self.ctx.settings.feedback_batch_size, within=self.within
         ):
-            await self.batch(events)
+            with AckWhenDone(events, "feedback"):
+                await self.batch(events)
 
     async def batch(self, events: Sequence[faust.EventT]) -> None:
         """Plan, learn, then remember what was learned; failures are dead-lettered."""

@@ -13,7 +13,13 @@ from promptrec.serving.arms import Arms, ArmState
 from promptrec.serving.batches import Ask, RecommendPlan, RecommendPlanner
 from promptrec.serving.explain import Explanation
 from promptrec.serving.recommender import Query, RecommendBatch
-from promptrec.streams.agents.base import Agent, inbound_of, set_threads, write_histories
+from promptrec.streams.agents.base import (
+    AckWhenDone,
+    Agent,
+    inbound_of,
+    set_threads,
+    write_histories,
+)
 from promptrec.streams.agents.context import AgentContext
 from promptrec.streams.agents.stages import StageFailed
 from promptrec.streams.publisher import (
@@ -55,7 +61,8 @@ class RecommendAgent(Agent):
         async for events in stream.take_events(  # type: ignore[attr-defined]
             self.ctx.settings.batch_size, within=self.within
         ):
-            await self.batch(events)
+            with AckWhenDone(events, "recommend"):
+                await self.batch(events)
 
     async def batch(self, events: Sequence[faust.EventT]) -> None:
         """Plan, recommend, then commit state and publish; failures are dead-lettered."""
