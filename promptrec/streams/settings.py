@@ -135,13 +135,15 @@ class StreamSettings(ServingSettings):
         "awaited once per micro-batch).",
     )
     producer_batch_bytes: int = Field(
-        default=16384,
+        default=1,
         ge=1,
         description=(
             "Batch size of the worker's Faust producer (history changelog, dead letters, model "
-            "updates). Batching is safe on the embedded broker too: table recovery and the "
-            "replays read to the Fetch high watermark, not to its ListOffsets end (which counts "
-            "batches). 1 = one record per request, the old workaround (more worker CPU per event)."
+            "updates). Table recovery and the replays read to the Fetch high watermark, so a "
+            "batched changelog recovers exactly (16384 cuts worker CPU per event by ~30 %), but "
+            "with 16384 the kill -9 crash-recovery test stalled in 2 of 4 runs (a restarted "
+            "worker that stops delivering fetched records), so 1 (one record per request) stays "
+            "the default until that is understood; set 16384 on Apache Kafka."
         ),
     )
     log_level: Literal["debug", "info", "warn", "error"] = Field(
