@@ -15,6 +15,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from promptrec.broker.embedded import free_port
+from promptrec.streams.clients import make_admin
 from promptrec.streams.offsets import high_watermarks
 from promptrec.streams.settings import StreamSettings
 from tests.pipeline_fixtures import TOPICS, Producer, WorkerProcess, now_ms, settings_for
@@ -24,6 +25,7 @@ __all__ = [
     "catalog",
     "check_histories",
     "clone",
+    "committed",
     "delivery",
     "expected_histories",
     "feedback_for",
@@ -217,3 +219,15 @@ def stalls(worker: WorkerProcess) -> float:
 
 def start_worker(settings: StreamSettings, log: Path, **env: str) -> WorkerProcess:
     return WorkerProcess(settings, log, env=worker_env(settings, **env)).start()
+
+
+def committed(settings: StreamSettings) -> int:
+    """The group's committed offset of the interactions partition (-1: none)."""
+    tp = TopicPartition(f"{settings.topic_prefix}interactions", 0)
+    group = settings.effective_app_id
+    admin = make_admin(settings)
+    try:
+        offsets = admin.list_group_offsets({group: [tp]}).get(group, {})
+    finally:
+        admin.close()
+    return int(offsets[tp].offset) if tp in offsets else -1

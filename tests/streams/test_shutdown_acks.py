@@ -14,14 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka import TopicPartition
 
 from promptrec.broker.embedded import EmbeddedBroker
-from promptrec.streams.clients import make_admin
-from promptrec.streams.settings import StreamSettings
 from tests.pipeline_fixtures import Producer, Recorder, WorkerProcess
 from tests.streams.reliability import (
     check_histories,
+    committed,
     interactions,
     publish_catalog,
     settings_for,
@@ -33,18 +31,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_ITEMS, N_EVENTS = 20, 12
 # The 3rd retry of the first recommend batch sleeps 1.6 s (StageRunner.backoff): the window.
 HELD = "retry 3 in"
-
-
-def committed(settings: StreamSettings) -> int:
-    """The group's committed offset of the interactions partition (-1: none)."""
-    tp = TopicPartition(f"{settings.topic_prefix}interactions", 0)
-    group = settings.effective_app_id
-    admin = make_admin(settings)
-    try:
-        offsets = admin.list_group_offsets({group: [tp]}).get(group, {})
-    finally:
-        admin.close()
-    return int(offsets[tp].offset) if tp in offsets else -1
 
 
 def wait_log(worker: WorkerProcess, text: str, timeout: float = 120.0) -> None:

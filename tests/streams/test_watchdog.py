@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from pydantic import ValidationError
 
 from promptrec.broker.embedded import EmbeddedBroker
-from promptrec.streams.clients import make_admin
 from promptrec.streams.settings import StreamSettings
 from tests.pipeline_fixtures import Producer, Recorder, WorkerProcess
 from tests.streams.reliability import (
     check_histories,
+    committed,
     interactions,
     publish_catalog,
     settings_for,
@@ -72,18 +72,6 @@ def produce_one_batch(settings: StreamSettings, events: list[dict[str, Any]]) ->
         return [f.get(timeout=30).offset for f in futures]
     finally:
         producer.close()
-
-
-def committed(settings: StreamSettings) -> int:
-    """The group's committed offset of the interactions partition (-1: none)."""
-    tp = TopicPartition(f"{settings.topic_prefix}interactions", 0)
-    group = settings.effective_app_id
-    admin = make_admin(settings)
-    try:
-        offsets = admin.list_group_offsets({group: [tp]}).get(group, {})
-    finally:
-        admin.close()
-    return int(offsets[tp].offset) if tp in offsets else -1
 
 
 def wait_owned(worker: WorkerProcess, timeout: float = 120.0) -> None:
