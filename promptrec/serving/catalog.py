@@ -143,13 +143,16 @@ class CatalogUpdater:
 
     def _encode(self, texts: list[str], n_items: int) -> np.ndarray:
         """Item texts (the first ``n_items``) and then profile texts -> their vectors."""
-        tuned = self.engine.item_encoder
+        engine = self.engine
+        # In the encoder child process when the worker has one; the same vectors either way.
+        base = engine.catalog_encoder or engine.encoder
+        tuned = engine.catalog_item_encoder or engine.item_encoder
         if tuned is None:
-            return self.engine.encoder.encode_many(texts)  # one call for items and profiles
+            return base.encode_many(texts)  # one call for items and profiles
         # A fine-tuned checkpoint: items through its tuned encoder, profiles through the base
         # one (training encoded user prompts with the frozen encoder).
         items = tuned.encode_many(texts[:n_items])
-        return np.concatenate([items, self.engine.encoder.encode_many(texts[n_items:])])
+        return np.concatenate([items, base.encode_many(texts[n_items:])])
 
     def finish_replay(self) -> int:
         """End of the start-up replay: drop restored entries the topics no longer hold."""

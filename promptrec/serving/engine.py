@@ -39,6 +39,7 @@ from promptrec.encoder import PromptTemplates, ScoringHead, TextEncoder, UserTow
 from promptrec.encoder.exceptions import CheckpointError, EncoderError
 from promptrec.encoder.head_checkpoint import load_checkpoint_head
 from promptrec.encoder.model import RecModel, load_model
+from promptrec.encoder.process import EncoderProcess, RemoteEncoder
 from promptrec.encoder.settings import EncoderSettings
 from promptrec.encoder.tuned import tuned_text_encoder
 from promptrec.index import CandidateIndex, create_index, restore_index
@@ -47,7 +48,7 @@ from promptrec.index.settings import IndexSettings
 from promptrec.serving.popularity import RecentPopularity
 from promptrec.serving.settings import ServingSettings
 
-__all__ = ["Engine", "base_head", "catalog_executor"]
+__all__ = ["Engine", "attach_encoder_process", "base_head", "catalog_executor"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ class Engine:
     profiles_dir: Path | None = None
     head_file: Path | None = None
     item_encoder: TextEncoder | None = None  # tuned by the checkpoint; None: ``encoder``
+    # Catalog encoding in a child process (:func:`attach_encoder_process`); None: in-process.
+    encoder_process: EncoderProcess | None = None
+    catalog_encoder: RemoteEncoder | None = None  # the base encoder in the child
+    catalog_item_encoder: RemoteEncoder | None = None  # the tuned item encoder in the child
 
     def __post_init__(self) -> None:
         if self.catalog_executor is None:
@@ -193,6 +198,33 @@ class Engine:
         self.replay_executor.shutdown(wait=True, cancel_futures=False)
         self.encode_executor.shutdown(wait=True, cancel_futures=False)
         self.executor.shutdown(wait=True, cancel_futures=False)
+        if self.encoder_process is not None:
+            self.encoder_process.close()
+
+
+def attach_encoder_process(engines: Sequence[Engine], threads: int) -> EncoderProcess:
+    """Move the catalog encoding of ``engines`` (one worker's arms) into one child process.
+
+    The child gets the base encoder and, for each engine whose checkpoint tuned the encoder, that
+    variant (keyed by the checkpoint's tag, so arms on one checkpoint share it). It is started
+    here, so a model that does not load fails the worker at start.
+    """
+    first = engines[0]
+    variants: dict[str, dict[str, np.ndarray]] = {}
+    for engine in engines:
+        if engine.item_encoder is not None and engine.model is not None:
+            weights = engine.model.text_encoder_weights or {}
+            variants[engine.model_tag] = {
+                k: v.detach().cpu().float().numpy() for k, v in weights.items()
+            }
+    process = EncoderProcess(first.encoder_settings, threads, variants)
+    process.start()
+    for engine in engines:
+        engine.encoder_process = process
+        engine.catalog_encoder = RemoteEncoder(process)
+        if engine.item_encoder is not None:
+            engine.catalog_item_encoder = RemoteEncoder(process, engine.model_tag)
+    return process
 
 
 def catalog_executor(nice: int) -> ThreadPoolExecutor:

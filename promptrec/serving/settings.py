@@ -65,6 +65,13 @@ class ServingSettings(BaseSettings):
         "updates once the worker serves, so the per-event path gets the CPU first during a burst "
         "(the start-up replay keeps normal priority); 0 = same priority.",
     )
+    encoder_process: bool = Field(
+        default=True,
+        description="Encode catalog texts (items and user profiles) in a child process with its "
+        "own copy of the encoder, so encoding does not share the worker's GIL with the event "
+        "loop (in-process it ran at about half the texts/s of `bench encoder`); false: on a "
+        "thread of the worker. Costs the child's memory (torch and the model, ~0.4 GB for MiniLM).",
+    )
 
     def filter_limits(self) -> dict[str, int]:
         """The filter bounds as :class:`~promptrec.events.schemas.Limits` keyword arguments."""

@@ -8,7 +8,9 @@ false.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+from collections.abc import Coroutine
 from typing import Any
 
 import faust
@@ -23,17 +25,52 @@ _original_wait_first = Consumer.wait_first
 SENSOR_HOOKS = ("on_message_in", "on_stream_event_in", "on_stream_event_out", "on_message_out")
 
 
+async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    """Drive ``coro``, already started and suspended on ``yielded``, to its end as a Task would.
+
+    ``yielded`` is what the coroutine's last step yielded: an asyncio future it waits on, or None
+    (a bare ``yield``: run again on the next loop iteration). The coroutine reads a future's
+    result or exception itself when it is sent None, so only cancellation needs passing in:
+    cancelling this task cancels the future (the coroutine then sees CancelledError from it) or,
+    when the future is already done, throws CancelledError into the coroutine.
+    """
+    while True:
+        cancel = False
+        try:
+            if yielded is None:
+                await asyncio.sleep(0)
+            else:
+                # Task's own step clears this before it waits; a future still flagged as blocking
+                # refuses a second await.
+                yielded._asyncio_future_blocking = False
+                await yielded
+        except asyncio.CancelledError:
+            cancel = not (yielded is not None and yielded.cancelled())
+        except Exception:  # the coroutine reads it from the future itself
+            pass
+        try:
+            yielded = coro.throw(asyncio.CancelledError()) if cancel else coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+
+
 async def _fast_wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
-    """``Consumer.wait_first`` that awaits the callback directly while the flow runs.
+    """``Consumer.wait_first`` that runs the callback eagerly while the flow runs.
 
     ``Consumer._drain_messages`` hands every message over with
     ``await self.wait_first(callback(message), self.suspend_flow.wait())``: per message two
     ``ensure_future`` (plus two for the stopped/crashed events) and an ``asyncio.wait``. When the
     call is exactly that pair and the flow is not suspended, the unstarted ``suspend_flow.wait()``
-    is closed and the callback awaited. The one difference: a callback blocked on a full stream
-    buffer is no longer abandoned when a rebalance suspends the flow; it completes when the agent
-    drains, and the stream then drops that event of the old generation, as it already does for
-    events queued before the rebalance. Any other call goes to Faust's original.
+    is closed and the callback's first step runs at once. Nearly always that step is the whole
+    hand-off (the event goes into a stream buffer with room) and nothing else is created.
+
+    When the callback blocks instead (a full stream buffer, suspended flow control, a producer
+    backlog), the rest of it runs in a task raced against the suspend wait, exactly as Faust
+    does: a rebalance abandons the blocked hand-off. Awaiting it to the end was wrong: it then
+    completed after the rebalance's seek, and the fetch loop set the partition's read offset to
+    the old message's offset, above the committed one, so the records between were dropped as
+    already read, or the old event was skipped and acked past them. Any other call goes to
+    Faust's original.
     """
     suspend = self.suspend_flow
     if (
@@ -44,8 +81,13 @@ async def _fast_wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
         and inspect.getcoroutinelocals(coros[1]).get("self") is suspend
     ):
         coros[1].close()  # never started: nothing to cancel
-        await coros[0]
-        return None
+        callback = coros[0]
+        try:
+            yielded = callback.send(None)
+        except StopIteration:
+            return None
+        rest = asyncio.ensure_future(_finish(callback, yielded))
+        return await _original_wait_first(self, rest, self.suspend_flow.wait())
     return await _original_wait_first(self, *coros, timeout=timeout)
 
 

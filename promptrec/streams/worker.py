@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 import faust
+import torch
 
 from promptrec.encoder import PromptTemplates
 from promptrec.encoder.settings import EncoderSettings
 from promptrec.index.settings import IndexSettings
 from promptrec.observability.metrics import Metrics
 from promptrec.serving.arms import load_arm_engines
+from promptrec.serving.engine import attach_encoder_process
 from promptrec.serving.experiments import ExperimentError, Experiments
 from promptrec.streams.agents import Pipeline
 from promptrec.streams.app import make_app
@@ -45,6 +47,10 @@ def build_worker(
     ensure_topics(stream)
     engines = load_arm_engines(stream, encoder, index, experiments)
     engine = next(iter(engines.values()))
+    if stream.encoder_process:
+        # The catalog thread's torch threads (CatalogAgent): every core unless configured.
+        threads = encoder.torch_threads or torch.get_num_threads()
+        attach_encoder_process(list(engines.values()), threads)
     if experiments.active:
         log.info(
             "experiment %s: arms %s, %d item index(es)",

@@ -25,28 +25,140 @@ def _restore() -> Iterator[None]:
 
 
 def _consumer(suspended: bool) -> Any:
+    """What Faust's wait_first (mode's Service.wait_first) and the fast path read off a consumer."""
     suspend = asyncio.Event()
     if suspended:
         suspend.set()
-    return types.SimpleNamespace(suspend_flow=suspend)
+    return types.SimpleNamespace(
+        suspend_flow=suspend,
+        _stopped=asyncio.Event(),
+        _crashed=asyncio.Event(),
+        loop=asyncio.get_running_loop(),
+    )
 
 
-def test_handoff_awaits_the_callback_and_closes_the_suspend_wait() -> None:
-    async def scenario() -> tuple[list[str], Any, Any]:
+def test_a_handoff_that_does_not_block_runs_at_once_without_tasks() -> None:
+    async def scenario() -> tuple[list[str], Any, Any, int]:
         seen: list[str] = []
 
         async def callback() -> None:
-            await asyncio.sleep(0)
             seen.append("message")
 
         consumer = _consumer(suspended=False)
         waiting = consumer.suspend_flow.wait()
+        tasks_before = len(asyncio.all_tasks())
         result = await faust_fast._fast_wait_first(consumer, callback(), waiting)
-        return seen, result, waiting
+        return seen, result, waiting, len(asyncio.all_tasks()) - tasks_before
 
-    seen, result, waiting = asyncio.run(scenario())
-    assert seen == ["message"] and result is None
+    seen, result, waiting, new_tasks = asyncio.run(scenario())
+    assert seen == ["message"] and result is None and new_tasks == 0
     assert waiting.cr_frame is None  # closed, never started: no "never awaited" warning
+
+
+def test_a_blocked_handoff_completes_when_it_can() -> None:
+    async def scenario() -> list[str]:
+        seen: list[str] = []
+        room: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def callback() -> None:
+            seen.append("started")
+            await asyncio.sleep(0)
+            seen.append(await room)
+
+        consumer = _consumer(suspended=False)
+        handoff = asyncio.ensure_future(
+            faust_fast._fast_wait_first(consumer, callback(), consumer.suspend_flow.wait())
+        )
+        for _ in range(3):
+            await asyncio.sleep(0)
+        room.set_result("delivered")
+        await handoff
+        return seen
+
+    assert asyncio.run(scenario()) == ["started", "delivered"]
+
+
+def test_a_rebalance_abandons_a_blocked_handoff_as_faust_does() -> None:
+    """The regression: a hand-off blocked on a full buffer must not finish after a rebalance.
+
+    Awaited to the end, it completed after the rebalance's seek and the fetch loop then moved the
+    partition's read offset past records it never delivered (the kill -9 crash test stalled).
+    """
+
+    async def scenario() -> list[str]:
+        seen: list[str] = []
+        room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def callback() -> None:
+            try:
+                await room
+                seen.append("delivered after the rebalance")
+            except asyncio.CancelledError:
+                seen.append("abandoned")
+                raise
+
+        consumer = _consumer(suspended=False)
+        handoff = asyncio.ensure_future(
+            faust_fast._fast_wait_first(consumer, callback(), consumer.suspend_flow.wait())
+        )
+        await asyncio.sleep(0)
+        consumer.suspend_flow.set()  # the rebalance starts
+        # The buffer gets room soon after; a hand-off still waiting would now deliver.
+        def make_room() -> None:
+            if not room.done():
+                room.set_result(None)
+
+        asyncio.get_running_loop().call_later(0.05, make_room)
+        await handoff
+        await asyncio.sleep(0.1)
+        return seen
+
+    assert asyncio.run(scenario()) == ["abandoned"]
+
+
+def test_finish_passes_results_errors_and_cancellation_in_like_a_task() -> None:
+    async def scenario() -> tuple[Any, list[str], list[str]]:
+        loop = asyncio.get_running_loop()
+        seen: list[str] = []
+
+        async def worker(fail: asyncio.Future[int], value: asyncio.Future[int]) -> int:
+            await asyncio.sleep(0)
+            try:
+                await fail
+            except KeyError:
+                seen.append("error read inside")
+            return await value + 1
+
+        fail: asyncio.Future[int] = loop.create_future()
+        value: asyncio.Future[int] = loop.create_future()
+        coro = worker(fail, value)
+        finished = asyncio.ensure_future(faust_fast._finish(coro, coro.send(None)))
+        await asyncio.sleep(0)
+        fail.set_exception(KeyError("x"))
+        await asyncio.sleep(0)
+        value.set_result(41)
+        result = await finished
+
+        cancelled: list[str] = []
+
+        async def sleeper(gate: asyncio.Future[None]) -> None:
+            try:
+                await gate
+            except asyncio.CancelledError:
+                cancelled.append("cancelled inside")
+                raise
+
+        gate: asyncio.Future[None] = loop.create_future()
+        coro2 = sleeper(gate)
+        task = asyncio.ensure_future(faust_fast._finish(coro2, coro2.send(None)))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return result, seen, cancelled
+
+    result, seen, cancelled = asyncio.run(scenario())
+    assert result == 42 and seen == ["error read inside"] and cancelled == ["cancelled inside"]
 
 
 @pytest.mark.parametrize("case", ["suspended", "other coroutine", "timeout", "three"])

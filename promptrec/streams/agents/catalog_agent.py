@@ -8,6 +8,7 @@ searches.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -45,6 +46,7 @@ class CatalogAgent(Agent):
         self.channel = ctx.app.channel(maxsize=10_000)
         self.reader = CatalogReader(ctx.settings, ctx.names, self.channel)
         self._encode_threads = ctx.engine.encoder_settings.torch_threads or torch.get_num_threads()
+        self._child_lowered = False
 
     def register(self) -> None:
         """The agent on the in-memory channel and the reader task that feeds it."""
@@ -105,6 +107,12 @@ class CatalogAgent(Agent):
         # Lower priority only once recommendations are served: the start-up replay runs alone.
         live = self.ctx.readiness.catalog.is_set() or self.ctx.readiness.serving
         executor = engine.encode_executor if live else engine.replay_executor
+        if live and engine.encoder_process is not None and not self._child_lowered:
+            # The child process, like the catalog thread, yields to the event path once live.
+            self._child_lowered = True
+            await asyncio.get_running_loop().run_in_executor(
+                executor, engine.encoder_process.lower_priority, engine.serving.catalog_nice
+            )
         plan = await stages.run("encode", self._prepare, updater, records, executor=executor)
         return await stages.run("encode", self._commit, updater, plan)
 
