@@ -135,13 +135,14 @@ class StreamSettings(ServingSettings):
         "awaited once per micro-batch).",
     )
     producer_batch_bytes: int = Field(
-        default=16384,
+        default=1,
         ge=1,
         description=(
             "Batch size of the worker's Faust producer (history changelog, dead letters, model "
-            "updates). Table recovery and the replays read to the Fetch high watermark, so a "
-            "batched changelog recovers exactly; 16384 cuts worker CPU per event by ~30 % "
-            "against 1 (one record per request)."
+            "updates); 1: one record per request. 16384 cuts worker CPU per event by ~30 %, but "
+            "with it the kill -9 crash-recovery test lost events in 2 of 9 runs (the restarted "
+            "worker's committed offsets passed ~1,200 unanswered events per partition; cause not "
+            "found, README 'Round 5'), so do not batch until that is understood."
         ),
     )
     log_level: Literal["debug", "info", "warn", "error"] = Field(
