@@ -169,6 +169,11 @@ class TextEncoder:
         return self._model_dir
 
     @property
+    def batch_size(self) -> int:
+        """Texts per forward pass when ``encode_many`` is not told otherwise."""
+        return self._batch_size
+
+    @property
     def max_length(self) -> int:
         """Effective token limit per text."""
         return self._max_length

@@ -217,7 +217,18 @@ def attach_encoder_process(engines: Sequence[Engine], threads: int) -> EncoderPr
             variants[engine.model_tag] = {
                 k: v.detach().cpu().float().numpy() for k, v in weights.items()
             }
-    process = EncoderProcess(first.encoder_settings, threads, variants)
+    # The child loads the encoder the engines hold (which may not be the one the settings name,
+    # when it was passed in), with the same token limit and batch size.
+    base = first.encoder
+    settings = first.encoder_settings.model_copy(
+        update={
+            "model_dir": base.model_dir,
+            "max_length": base.max_length,
+            "batch_size": base.batch_size,
+            "device": base.device,
+        }
+    )
+    process = EncoderProcess(settings, threads, variants)
     process.start()
     for engine in engines:
         engine.encoder_process = process

@@ -66,11 +66,11 @@ class ServingSettings(BaseSettings):
         "(the start-up replay keeps normal priority); 0 = same priority.",
     )
     encoder_process: bool = Field(
-        default=True,
+        default=False,
         description="Encode catalog texts (items and user profiles) in a child process with its "
         "own copy of the encoder, so encoding does not share the worker's GIL with the event "
-        "loop (in-process it ran at about half the texts/s of `bench encoder`); false: on a "
-        "thread of the worker. Costs the child's memory (torch and the model, ~0.4 GB for MiniLM).",
+        "loop. Off by default: on 2 cores it measured no faster than the catalog thread (README "
+        "'Round 5') and the child costs ~0.6-0.7 GB RSS with MiniLM.",
     )
 
     def filter_limits(self) -> dict[str, int]:

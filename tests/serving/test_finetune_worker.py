@@ -21,7 +21,7 @@ from promptrec.encoder.settings import EncoderSettings
 from promptrec.index import IndexSettings
 from promptrec.serving.arms import load_arm_engines
 from promptrec.serving.catalog import CatalogRecord, CatalogUpdater
-from promptrec.serving.engine import Engine
+from promptrec.serving.engine import Engine, attach_encoder_process
 from promptrec.serving.experiments import Experiments
 from promptrec.serving.settings import ServingSettings
 from promptrec.streams.settings import StreamSettings
@@ -86,3 +86,47 @@ def test_experiment_arms_get_the_item_encoder_of_their_own_checkpoint(
     assert engines["tuned"].item_encoder is not None and engines["tuned"].model is not None
     assert engines["frozen"].item_encoder is None and engines["frozen"].model is None
     assert engines["tuned"].encoder is engines["frozen"].encoder is tiny_encoder  # shared base
+
+
+def test_arms_in_the_encoder_child_process_get_the_same_vectors(
+    tiny_encoder: TextEncoder, tuned_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Catalog encoding moved into the child (the worker's default): same index, per arm."""
+    experiment = {
+        "experiment": "tuned-vs-frozen",
+        "arms": [
+            {"name": "tuned", "weight": 50, "checkpoint": str(tuned_checkpoint)},
+            {"name": "frozen", "weight": 50, "checkpoint": None},
+        ],
+    }
+    path = tmp_path / "experiments.json"
+    path.write_text(json.dumps(experiment), encoding="utf-8")
+    experiments = Experiments.load(path, PromptTemplates.load(None), "item", "user", None)
+    records = [item_record("new-1", "Rock climbing gear"), item_record("new-2", "Jazz, 1959")]
+    stored: dict[str, dict[str, np.ndarray]] = {}
+    for where in ("in-process", "child"):
+        serving = StreamSettings(state_dir=tmp_path / where)
+        engines = load_arm_engines(
+            serving, EncoderSettings(), IndexSettings(), experiments, tiny_encoder
+        )
+        if where == "child":
+            process = attach_encoder_process(list(engines.values()), threads=1)
+            assert engines["tuned"].encoder_process is engines["frozen"].encoder_process
+            assert engines["tuned"].catalog_item_encoder is not None
+            assert engines["frozen"].catalog_item_encoder is None
+            # The tuned arm's variant is not the base encoder.
+            tuned = engines["tuned"].catalog_item_encoder.encode_many(["Rock climbing gear"])
+            base = engines["frozen"].catalog_encoder
+            assert base is not None
+            assert np.abs(tuned - base.encode_many(["Rock climbing gear"])).max() > 1e-4
+        try:
+            for name, engine in engines.items():
+                CatalogUpdater(engine, serving.limits()).apply_many(records)
+                vectors, found = engine.index.get_many(["new-1", "new-2"])
+                assert found.all()
+                stored[f"{where}/{name}"] = vectors
+        finally:
+            if where == "child":
+                process.close()
+    for name in ("tuned", "frozen"):
+        np.testing.assert_allclose(stored[f"child/{name}"], stored[f"in-process/{name}"], atol=1e-5)

@@ -208,6 +208,71 @@ def delivery(events: list[dict[str, Any]], recommendations: list[dict[str, Any]]
     }
 
 
+def explain_missing(
+    settings: StreamSettings, wanted: set[str], recommendations: list[dict[str, Any]]
+) -> str:
+    """Why a delivery check failed, for the failure message: where the unanswered events are.
+
+    Per interactions partition: the offset ranges of the events without a recommendation, the
+    group's committed offset, and which worker answered the events just before and after each
+    range (an unanswered range below the committed offset was acked without an answer: lost).
+    """
+    answered: dict[str, set[str]] = defaultdict(set)
+    for r in recommendations:
+        answered[r["source_event_id"]].add(str(r.get("worker")))
+    topic = f"{settings.topic_prefix}interactions"
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+    )
+    by_partition: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        for m in consumer:
+            try:
+                event_id = json.loads(m.value)["event_id"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if event_id in wanted:
+                by_partition[m.partition].append((m.offset, event_id))
+    finally:
+        consumer.close()
+    group = settings.effective_app_id
+    admin = make_admin(settings)
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+    finally:
+        admin.close()
+    lines = []
+    for partition, rows in sorted(by_partition.items()):
+        rows.sort()
+        committed = offsets.get(TopicPartition(topic, partition))
+        ranges: list[list[int]] = []  # [first index, last index] into rows
+        for i, (_, event_id) in enumerate(rows):
+            if event_id not in answered:
+                if ranges and ranges[-1][1] == i - 1:
+                    ranges[-1][1] = i
+                else:
+                    ranges.append([i, i])
+        parts = []
+        for first, last in ranges:
+            before = answered.get(rows[first - 1][1], set()) if first > 0 else set()
+            after = answered.get(rows[last + 1][1], set()) if last + 1 < len(rows) else set()
+            parts.append(
+                f"{rows[first][0]}..{rows[last][0]} ({last - first + 1} events; answered before "
+                f"by {sorted(before) or '-'}, after by {sorted(after) or '-'})"
+            )
+        c = committed.offset if committed is not None else None
+        lines.append(
+            f"partition {partition}: offsets 0..{rows[-1][0]}, committed {c}, unanswered "
+            + ("; ".join(parts) or "none")
+        )
+    return "\n".join(lines)
+
+
 def stalls(worker: WorkerProcess) -> float:
     """Stalls the worker's watchdog counted, over all its partitions (0 if it cannot be read)."""
     try:

@@ -23,6 +23,7 @@ from tests.pipeline_fixtures import Producer, Recorder
 from tests.streams.reliability import (
     check_histories,
     delivery,
+    explain_missing,
     feedback_for,
     interactions,
     kill_seed,
@@ -81,7 +82,12 @@ def test_kill_9_mid_stream_loses_nothing(own_broker: EmbeddedBroker, tmp_path: P
         second = start_worker(settings, tmp_path / "worker-2.log")
         try:
             wanted = {e["event_id"] for e in events}
-            recs.wait_for(lambda rs: wanted <= {r["source_event_id"] for r in rs}, timeout=400)
+            try:
+                recs.wait_for(lambda rs: wanted <= {r["source_event_id"] for r in rs}, timeout=400)
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"{exc} (seed {seed})\n{explain_missing(settings, wanted, recs.records)}"
+                ) from None
             assert second.alive
             # Reported, not asserted: a stall the watchdog healed is no failure of this test.
             stalls_counted = stalls(second)
