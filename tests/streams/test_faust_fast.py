@@ -103,6 +103,7 @@ def test_a_rebalance_abandons_a_blocked_handoff_as_faust_does() -> None:
         )
         await asyncio.sleep(0)
         consumer.suspend_flow.set()  # the rebalance starts
+
         # The buffer gets room soon after; a hand-off still waiting would now deliver.
         def make_room() -> None:
             if not room.done():
