@@ -35,6 +35,20 @@ def tuned_checkpoint(tiny_encoder: TextEncoder, tmp_path_factory: pytest.TempPat
     return path
 
 
+def tuned_vs_frozen(checkpoint: Path, tmp_path: Path) -> Experiments:
+    """A two-arm experiment: the tuned checkpoint against the frozen encoder."""
+    experiment = {
+        "experiment": "tuned-vs-frozen",
+        "arms": [
+            {"name": "tuned", "weight": 50, "checkpoint": str(checkpoint)},
+            {"name": "frozen", "weight": 50, "checkpoint": None},
+        ],
+    }
+    path = tmp_path / "experiments.json"
+    path.write_text(json.dumps(experiment), encoding="utf-8")
+    return Experiments.load(path, PromptTemplates.load(None), "item", "user", None)
+
+
 def item_record(item_id: str, title: str) -> CatalogRecord:
     value = json.dumps({"item_id": item_id, "title": title}).encode()
     return CatalogRecord("items", 0, 0, item_id.encode(), value)
@@ -69,16 +83,7 @@ def test_worker_encodes_new_items_with_the_tuned_encoder(
 def test_experiment_arms_get_the_item_encoder_of_their_own_checkpoint(
     tiny_encoder: TextEncoder, tuned_checkpoint: Path, tmp_path: Path
 ) -> None:
-    experiment = {
-        "experiment": "tuned-vs-frozen",
-        "arms": [
-            {"name": "tuned", "weight": 50, "checkpoint": str(tuned_checkpoint)},
-            {"name": "frozen", "weight": 50, "checkpoint": None},
-        ],
-    }
-    path = tmp_path / "experiments.json"
-    path.write_text(json.dumps(experiment), encoding="utf-8")
-    experiments = Experiments.load(path, PromptTemplates.load(None), "item", "user", None)
+    experiments = tuned_vs_frozen(tuned_checkpoint, tmp_path)
     serving = ServingSettings(state_dir=tmp_path / "state")
     engines = load_arm_engines(
         serving, EncoderSettings(), IndexSettings(), experiments, tiny_encoder
@@ -91,17 +96,8 @@ def test_experiment_arms_get_the_item_encoder_of_their_own_checkpoint(
 def test_arms_in_the_encoder_child_process_get_the_same_vectors(
     tiny_encoder: TextEncoder, tuned_checkpoint: Path, tmp_path: Path
 ) -> None:
-    """Catalog encoding moved into the child (the worker's default): same index, per arm."""
-    experiment = {
-        "experiment": "tuned-vs-frozen",
-        "arms": [
-            {"name": "tuned", "weight": 50, "checkpoint": str(tuned_checkpoint)},
-            {"name": "frozen", "weight": 50, "checkpoint": None},
-        ],
-    }
-    path = tmp_path / "experiments.json"
-    path.write_text(json.dumps(experiment), encoding="utf-8")
-    experiments = Experiments.load(path, PromptTemplates.load(None), "item", "user", None)
+    """Catalog encoding moved into the child (PROMPTREC_ENCODER_PROCESS): same index, per arm."""
+    experiments = tuned_vs_frozen(tuned_checkpoint, tmp_path)
     records = [item_record("new-1", "Rock climbing gear"), item_record("new-2", "Jazz, 1959")]
     stored: dict[str, dict[str, np.ndarray]] = {}
     for where in ("in-process", "child"):
