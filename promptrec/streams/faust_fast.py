@@ -16,9 +16,12 @@ from typing import Any
 import faust
 from faust.transport.consumer import Consumer
 
-__all__ = ["SENSOR_HOOKS", "install_fast_handoff", "sensors_off"]
+__all__ = ["SENSOR_HOOKS", "handoffs_settled", "install_fast_handoff", "sensors_off"]
 
 _original_wait_first = Consumer.wait_first
+
+# Hand-offs of the fast path now raced against the suspend wait (see handoffs_settled).
+_blocked = 0
 
 # The hooks Faust calls per message / per stream event (streams and the consumer bind them when
 # they are created, so they are replaced right after the app is built).
@@ -87,8 +90,30 @@ async def _fast_wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
         except StopIteration:
             return None
         rest = asyncio.ensure_future(_finish(callback, yielded))
-        return await _original_wait_first(self, rest, self.suspend_flow.wait())
+        global _blocked
+        _blocked += 1
+        try:
+            return await _original_wait_first(self, rest, self.suspend_flow.wait())
+        finally:
+            _blocked -= 1
     return await _original_wait_first(self, *coros, timeout=timeout)
+
+
+async def handoffs_settled(timeout_s: float = 5.0) -> None:
+    """Return once the fetch loop holds no blocked hand-off (call after stopping the flow).
+
+    A hand-off blocked when the flow stops returns at the suspend wait, and the fetch loop then
+    sets that partition's read offset to the message's offset: a seek to the committed offsets
+    must come after that, or the old offset overwrites the new one. With the fast path the
+    blocked hand-offs are counted; Faust's own wait_first returns within a few loop iterations,
+    which the first yields cover.
+    """
+    for _ in range(5):
+        await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while _blocked and loop.time() < deadline:
+        await asyncio.sleep(0.005)
 
 
 def install_fast_handoff(enabled: bool) -> None:

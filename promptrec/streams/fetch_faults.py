@@ -1,4 +1,8 @@
-"""Testing aid: the mid-batch fetch bug of Tansu v0.6.0, reproduced inside the worker's consumer.
+"""Testing aids: the mid-batch fetch bug of Tansu v0.6.0, and a slow seek after a rebalance.
+
+The slow seek (``PROMPTREC_EMULATE_SLOW_SEEK_S``) makes Faust's ``Consumer.perform_seek`` wait
+before it seeks, so that the fetch loop has time to hand records over while the seek is pending
+if it can: the race that :mod:`promptrec.streams.recovery` closes, made wide enough to test.
 
 Tansu v0.6.0 chose the record batches of a fetch by ``base_offset >= fetch offset``: a consumer
 positioned inside a batch (a worker restarted at a committed offset in the middle of a
@@ -12,17 +16,20 @@ batches that v0.6.0 would not have sent are dropped on arrival.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.consumer import fetcher
+from faust.transport.consumer import Consumer
 
-__all__ = ["emulate_midbatch_fetch_bug"]
+__all__ = ["emulate_midbatch_fetch_bug", "emulate_slow_seek"]
 
 log = logging.getLogger(__name__)
 
 _original = fetcher.PartitionRecords
+_original_perform_seek = Consumer.perform_seek
 
 
 class _BatchesFrom:
@@ -62,3 +69,17 @@ def emulate_midbatch_fetch_bug(topics: Iterable[str]) -> None:
 
     fetcher.PartitionRecords = PartitionRecords  # type: ignore[misc]
     log.warning("testing aid on: Tansu v0.6.0's mid-batch fetch bug emulated on %s", sorted(names))
+
+
+def emulate_slow_seek(seconds: float) -> None:
+    """From now on, every ``perform_seek`` of a Faust consumer waits ``seconds`` first.
+
+    Process-wide; meant for test workers only.
+    """
+
+    async def perform_seek(self: Any) -> None:
+        await asyncio.sleep(seconds)
+        await _original_perform_seek(self)
+
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    log.warning("testing aid on: each seek to the committed offsets waits %.1f s first", seconds)

@@ -10,7 +10,7 @@ from kafka import TopicPartition
 from promptrec.observability.health import Health
 from promptrec.observability.lag import LagPoller
 from promptrec.streams.clients import make_admin
-from promptrec.streams.fetch_faults import emulate_midbatch_fetch_bug
+from promptrec.streams.fetch_faults import emulate_midbatch_fetch_bug, emulate_slow_seek
 from promptrec.streams.offsets import high_watermarks
 from promptrec.streams.watchdog import StallWatchdog
 
@@ -82,6 +82,8 @@ def instrument(app: faust.App, ctx: AgentContext) -> Health:
         app.task(poller.run)
     if settings.emulate_midbatch_fetch_bug:
         emulate_midbatch_fetch_bug(logical)
+    if settings.emulate_slow_seek_s > 0:
+        emulate_slow_seek(settings.emulate_slow_seek_s)
     if settings.stall_timeout_s > 0:
         # Samples must be further apart than a fetch wait, so a fetched partition always shows
         # a new fetch response (see StallDetector).

@@ -66,6 +66,14 @@ class StreamSettings(ServingSettings):
         description="Testing aid, keep off: input-topic fetches drop the record batches that "
         "start below the fetch offset, as Tansu v0.6.0 did (tests the stall watchdog).",
     )
+    emulate_slow_seek_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="Testing aid, keep at 0: the consumer's seek to the committed offsets at the "
+        "end of a rebalance waits this long first, which widens faust-streaming's hand-over race "
+        "(tests the fix in promptrec.streams.recovery).",
+    )
     liveness_timeout_s: float = Field(
         default=30.0,
         gt=0,

@@ -117,6 +117,43 @@ def test_a_rebalance_abandons_a_blocked_handoff_as_faust_does() -> None:
     assert asyncio.run(scenario()) == ["abandoned"]
 
 
+def test_handoffs_settled_returns_once_a_blocked_handoff_has_let_go() -> None:
+    """After the flow stops, a seek must wait for the blocked hand-off to return (it then sets
+    its partition's read offset, which the seek's must overwrite, not the other way round)."""
+
+    async def scenario() -> tuple[int, bool, bool]:
+        room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def callback() -> None:
+            await room
+
+        consumer = _consumer(suspended=False)
+        handoff = asyncio.ensure_future(
+            faust_fast._fast_wait_first(consumer, callback(), consumer.suspend_flow.wait())
+        )
+        await asyncio.sleep(0)
+        blocked = faust_fast._blocked
+        consumer.suspend_flow.set()  # the flow stops
+        await faust_fast.handoffs_settled()
+        return blocked, handoff.done(), faust_fast._blocked == 0
+
+    assert asyncio.run(scenario()) == (1, True, True)
+
+
+def test_handoffs_settled_gives_up_on_a_handoff_that_never_lets_go() -> None:
+    async def scenario() -> float:
+        faust_fast._blocked += 1  # a hand-off whose flow is never stopped
+        try:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await faust_fast.handoffs_settled(timeout_s=0.05)
+            return loop.time() - t0
+        finally:
+            faust_fast._blocked -= 1
+
+    assert asyncio.run(scenario()) >= 0.05
+
+
 def test_finish_passes_results_errors_and_cancellation_in_like_a_task() -> None:
     async def scenario() -> tuple[Any, list[str], list[str]]:
         loop = asyncio.get_running_loop()
