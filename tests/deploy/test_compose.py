@@ -93,7 +93,7 @@ def test_worker_environment_is_real_settings(worker: str, load_settings: LoadSet
     assert stream.partitions >= len(WORKERS)
     assert stream.replication_factor == 1
     assert stream.metrics_host == "0.0.0.0"
-    assert stream.producer_batch_bytes > 1  # Apache Kafka batches; the default 1 is for Tansu
+    assert stream.producer_batch_bytes > 1  # the changelog is written in batches
     assert encoder.prompts_file is not None and index.kind in ("flat", "hnsw")
 
 

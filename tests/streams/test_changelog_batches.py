@@ -72,7 +72,7 @@ def test_batched_changelog_recovers_exact_histories_after_kill_9(
     own_broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     settings = settings_for(own_broker.url, tmp_path / "state")
-    batched = {"PROMPTREC_PRODUCER_BATCH_BYTES": "16384"}  # opt-in batching
+    batched = {"PROMPTREC_PRODUCER_BATCH_BYTES": "16384"}  # the default, spelled out
     producer = Producer(settings)
     publish_catalog(producer, 60)
     recs = Recorder(settings, f"{settings.topic_prefix}recommendations")

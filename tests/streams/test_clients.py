@@ -158,9 +158,9 @@ def test_empty_broker_is_a_config_error() -> None:
 
 def test_faust_producer_batch_setting_reaches_faust(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMPTREC_PRODUCER_BATCH_BYTES", raising=False)
-    assert faust_app_options(StreamSettings())["producer_max_batch_size"] == 1  # the default
-    monkeypatch.setenv("PROMPTREC_PRODUCER_BATCH_BYTES", "16384")  # batched (Apache Kafka)
-    assert faust_app_options(StreamSettings())["producer_max_batch_size"] == 16384
+    assert faust_app_options(StreamSettings())["producer_max_batch_size"] == 16384  # the default
+    monkeypatch.setenv("PROMPTREC_PRODUCER_BATCH_BYTES", "1")  # one record per request
+    assert faust_app_options(StreamSettings())["producer_max_batch_size"] == 1
     for bad in ("0", "-5", "lots"):
         monkeypatch.setenv("PROMPTREC_PRODUCER_BATCH_BYTES", bad)
         with pytest.raises(ValidationError, match="producer_batch_bytes"):
