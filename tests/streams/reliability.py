@@ -18,7 +18,7 @@ from promptrec.broker.embedded import free_port
 from promptrec.streams.clients import make_admin
 from promptrec.streams.offsets import high_watermarks
 from promptrec.streams.settings import StreamSettings
-from tests.pipeline_fixtures import TOPICS, Producer, WorkerProcess, now_ms, settings_for
+from tests.pipeline_fixtures import TOPICS, Producer, Recorder, WorkerProcess, now_ms, settings_for
 
 __all__ = [
     "SEED_ENV",
@@ -37,6 +37,7 @@ __all__ = [
     "settings_for",
     "stalls",
     "start_worker",
+    "wait_all_answered",
     "worker_env",
 ]
 
@@ -271,6 +272,24 @@ def explain_missing(
             + ("; ".join(parts) or "none")
         )
     return "\n".join(lines)
+
+
+def wait_all_answered(
+    recs: Recorder,
+    settings: StreamSettings,
+    events: list[dict[str, Any]],
+    timeout: float,
+    context: str = "",
+) -> None:
+    """Poll until every event has a recommendation; else fail with :func:`explain_missing`'s
+    account (``context``, for example the seed, goes into the message)."""
+    wanted = {e["event_id"] for e in events}
+    try:
+        recs.wait_for(lambda rs: wanted <= {r["source_event_id"] for r in rs}, timeout=timeout)
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}{context}\n{explain_missing(settings, wanted, recs.records)}"
+        ) from None
 
 
 def stalls(worker: WorkerProcess) -> float:

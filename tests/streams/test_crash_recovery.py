@@ -23,7 +23,6 @@ from tests.pipeline_fixtures import Producer, Recorder
 from tests.streams.reliability import (
     check_histories,
     delivery,
-    explain_missing,
     feedback_for,
     interactions,
     kill_seed,
@@ -31,6 +30,7 @@ from tests.streams.reliability import (
     settings_for,
     stalls,
     start_worker,
+    wait_all_answered,
 )
 
 # The waits inside (each with its own bound) add up to more than the suite's 300 s default on a
@@ -81,13 +81,7 @@ def test_kill_9_mid_stream_loses_nothing(own_broker: EmbeddedBroker, tmp_path: P
 
         second = start_worker(settings, tmp_path / "worker-2.log")
         try:
-            wanted = {e["event_id"] for e in events}
-            try:
-                recs.wait_for(lambda rs: wanted <= {r["source_event_id"] for r in rs}, timeout=400)
-            except AssertionError as exc:
-                raise AssertionError(
-                    f"{exc} (seed {seed})\n{explain_missing(settings, wanted, recs.records)}"
-                ) from None
+            wait_all_answered(recs, settings, events, timeout=400, context=f" (seed {seed})")
             assert second.alive
             # Reported, not asserted: a stall the watchdog healed is no failure of this test.
             stalls_counted = stalls(second)

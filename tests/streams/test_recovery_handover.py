@@ -33,11 +33,11 @@ from promptrec.streams.settings import StreamSettings
 from tests.pipeline_fixtures import Producer, Recorder
 from tests.streams.reliability import (
     delivery,
-    explain_missing,
     interactions,
     publish_catalog,
     settings_for,
     start_worker,
+    wait_all_answered,
 )
 
 N_EVENTS = 3_000
@@ -157,13 +157,7 @@ def test_records_fetched_while_the_recovery_seeks_are_answered(
     worker = start_worker(settings, log_path, PROMPTREC_EMULATE_SLOW_SEEK_S=str(SLOW_SEEK_S))
     try:
         worker.wait_ready()
-        wanted = {e["event_id"] for e in events}
-        try:
-            recs.wait_for(lambda rs: wanted <= {r["source_event_id"] for r in rs}, timeout=120)
-        except AssertionError as exc:
-            raise AssertionError(
-                f"{exc}\n{explain_missing(settings, wanted, recs.records)}"
-            ) from None
+        wait_all_answered(recs, settings, events, timeout=120)
         deadline = time.monotonic() + 60
         while True:
             state = committed_and_ends(settings)
