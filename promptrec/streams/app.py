@@ -7,7 +7,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from promptrec.streams import recovery
+from promptrec.streams import commit_flush, recovery
 from promptrec.streams.clients import faust_app_options
 from promptrec.streams.faust_fast import install_fast_handoff, sensors_off
 from promptrec.streams.settings import StreamSettings
@@ -48,6 +48,8 @@ def make_app(settings: StreamSettings) -> faust.App:
     install_fast_handoff(settings.faust_fast_path)
     # Changelogs may then be written in batches (PROMPTREC_PRODUCER_BATCH_BYTES).
     recovery.install(settings)
+    # Offsets are committed only after every buffered table write is handed to the producer.
+    commit_flush.install()
     app = faust.App(
         settings.effective_app_id,
         # Broker, credentials, group timeouts, producer: the one client factory decides them.
