@@ -35,8 +35,8 @@ from tests.streams.reliability import (
 STALL_TIMEOUT_S = "5"  # short, so the test does not wait the 30 s default
 # How long the successor without the watchdog must stay silent after it owns the partition.
 # The emulated bug never lets it fetch, so any window shows it; this one is long enough for
-# several fetch waits and commit intervals of a loaded machine.
-SILENT_WINDOW_S = 15.0
+# many fetch waits (20 ms) and about three commit intervals (2.8 s).
+SILENT_WINDOW_S = 8.0
 N_ITEMS = 40
 FIRST, SECOND = 200, 3000  # records of the two producer batches
 
