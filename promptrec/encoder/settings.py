@@ -55,3 +55,9 @@ class EncoderSettings(BaseSettings):
     torch_threads: int = Field(
         default=0, ge=0, description="torch CPU threads; 0 keeps torch's default."
     )
+
+    def encode_threads(self) -> int:
+        """torch threads of catalog encoding: ``torch_threads``, or every core when 0."""
+        import torch  # the settings load without torch; only this answer needs it
+
+        return self.torch_threads or torch.get_num_threads()

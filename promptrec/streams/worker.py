@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import faust
-import torch
 
 from promptrec.encoder import PromptTemplates
 from promptrec.encoder.settings import EncoderSettings
@@ -49,8 +48,7 @@ def build_worker(
     engine = next(iter(engines.values()))
     if stream.encoder_process:
         # The catalog thread's torch threads (CatalogAgent): every core unless configured.
-        threads = encoder.torch_threads or torch.get_num_threads()
-        attach_encoder_process(list(engines.values()), threads)
+        attach_encoder_process(list(engines.values()), encoder.encode_threads())
     if experiments.active:
         log.info(
             "experiment %s: arms %s, %d item index(es)",

@@ -18,10 +18,19 @@ from promptrec.broker.embedded import free_port
 from promptrec.streams.clients import make_admin
 from promptrec.streams.offsets import high_watermarks
 from promptrec.streams.settings import StreamSettings
-from tests.pipeline_fixtures import TOPICS, Producer, Recorder, WorkerProcess, now_ms, settings_for
+from tests.pipeline_fixtures import (
+    TOPICS,
+    Producer,
+    Recorder,
+    WorkerProcess,
+    interaction,
+    now_ms,
+    settings_for,
+)
 
 __all__ = [
     "SEED_ENV",
+    "answer_once_indexed",
     "catalog",
     "check_histories",
     "clone",
@@ -272,6 +281,27 @@ def explain_missing(
             + ("; ".join(parts) or "none")
         )
     return "\n".join(lines)
+
+
+def answer_once_indexed(
+    worker: WorkerProcess,
+    producer: Producer,
+    recs: Recorder,
+    items: int,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Wait until the worker's index holds ``items`` items, then click (u1, i1) and return the
+    recommendation that answers it."""
+    deadline = time.monotonic() + timeout
+    while worker.metric("promptrec_index_items") < items:
+        assert worker.alive, worker.log_tail()
+        assert time.monotonic() < deadline, "catalog not indexed"
+        time.sleep(0.2)
+    click = interaction("u1", "i1")
+    producer.send("interactions", "u1", click)
+    producer.flush()
+    recs.wait_for(lambda rs: any(r["source_event_id"] == click["event_id"] for r in rs))
+    return next(r for r in recs.records if r["source_event_id"] == click["event_id"])
 
 
 def wait_all_answered(

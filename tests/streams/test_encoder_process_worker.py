@@ -13,8 +13,13 @@ from pathlib import Path
 import pytest
 
 from promptrec.broker.embedded import EmbeddedBroker
-from tests.pipeline_fixtures import Producer, Recorder, interaction
-from tests.streams.reliability import publish_catalog, settings_for, start_worker
+from tests.pipeline_fixtures import Producer, Recorder
+from tests.streams.reliability import (
+    answer_once_indexed,
+    publish_catalog,
+    settings_for,
+    start_worker,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,16 +35,7 @@ def test_live_catalog_is_encoded_in_the_child_and_served(
     try:
         worker.wait_ready()
         publish_catalog(producer, 6)  # after ready: the live (lower-priority) path
-        deadline = time.monotonic() + 90
-        while worker.metric("promptrec_index_items") < 6:
-            assert worker.alive, worker.log_tail()
-            assert time.monotonic() < deadline, "catalog not indexed"
-            time.sleep(0.2)
-        click = interaction("u1", "i1")
-        producer.send("interactions", "u1", click)
-        producer.flush()
-        recs.wait_for(lambda rs: any(r["source_event_id"] == click["event_id"] for r in rs))
-        rec = next(r for r in recs.records if r["source_event_id"] == click["event_id"])
+        rec = answer_once_indexed(worker, producer, recs, 6, timeout=90)
         assert rec["items"], rec
         found = re.search(r"encoder process (\d+) ready", log.read_text(errors="replace"))
         assert found, worker.log_tail()

@@ -17,8 +17,13 @@ from typing import Any
 import pytest
 
 from promptrec.broker.embedded import EmbeddedBroker
-from tests.pipeline_fixtures import Producer, Recorder, interaction
-from tests.streams.reliability import publish_catalog, settings_for, start_worker
+from tests.pipeline_fixtures import Producer, Recorder
+from tests.streams.reliability import (
+    answer_once_indexed,
+    publish_catalog,
+    settings_for,
+    start_worker,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -69,14 +74,7 @@ def test_readyz_waits_for_the_model_replay(broker: EmbeddedBroker, tmp_path: Pat
         publish_catalog(producer, 4)
         recs = Recorder(settings, f"{settings.topic_prefix}recommendations")
         try:
-            deadline = time.monotonic() + 60
-            while worker.metric("promptrec_index_items") < 4:
-                assert time.monotonic() < deadline, "catalog not indexed"
-                time.sleep(0.2)
-            click = interaction("u1", "i1")
-            producer.send("interactions", "u1", click)
-            producer.flush()
-            recs.wait_for(lambda rs: any(r["source_event_id"] == click["event_id"] for r in rs))
+            answer_once_indexed(worker, producer, recs, 4)
         finally:
             recs.close()
     finally:

@@ -24,6 +24,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
+from pydantic import ValidationError
 
 from promptrec.broker.embedded import EmbeddedBroker
 from promptrec.streams import recovery
@@ -74,6 +75,15 @@ def test_recovery_ends_with_the_flow_stopped(step: str, monkeypatch: pytest.Monk
     fake_recovery = types.SimpleNamespace(app=types.SimpleNamespace(consumer=consumer))
     asyncio.run(getattr(recovery, step)(fake_recovery, 7))
     assert seen == [(False, 7)] and consumer.calls == ["stop_flow"]
+
+
+def test_slow_seek_setting_rejects_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    for bad in ("-1", "61", "later"):
+        monkeypatch.setenv("PROMPTREC_EMULATE_SLOW_SEEK_S", bad)
+        with pytest.raises(ValidationError, match="emulate_slow_seek_s"):
+            StreamSettings()
+    monkeypatch.setenv("PROMPTREC_EMULATE_SLOW_SEEK_S", "0")
+    assert StreamSettings().emulate_slow_seek_s == 0
 
 
 def test_install_replaces_both_steps(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ import time
 from collections import Counter
 
 import faust
-import torch
 
 from promptrec.events.exceptions import ReasonCode
 from promptrec.serving.arms import Arms
@@ -45,7 +44,7 @@ class CatalogAgent(Agent):
         self.updater = self.updaters[0]
         self.channel = ctx.app.channel(maxsize=10_000)
         self.reader = CatalogReader(ctx.settings, ctx.names, self.channel)
-        self._encode_threads = ctx.engine.encoder_settings.torch_threads or torch.get_num_threads()
+        self._encode_threads = ctx.engine.encoder_settings.encode_threads()
         self._child_lowered = False
 
     def register(self) -> None:
